@@ -1,0 +1,50 @@
+"""Dashboard entry point: page config, the login gate and the role-aware navigation — nothing else.
+
+Run with ``streamlit run app.py`` (``make run`` migrates and seeds first).
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pages import ui
+from pages.login import login_form
+
+st.set_page_config(page_title="CXR assistant", page_icon=":material/radiology:", layout="wide")
+
+user = ui.active_user()  # None when signed out, or when the idle timeout just ended the session
+
+# url_path differs from each file name on purpose: Streamlit still treats a folder named ``pages/`` as a
+# v1 multipage app until the first st.navigation call of the process (and AppTest resets that before every
+# run), and a matching name would let that v1 router run a page script directly, around this gate.
+patients = st.Page(
+    "pages/patients.py", title="Patients", icon=":material/person_search:", url_path="search", default=True
+)
+record = st.Page(
+    "pages/record.py", title="Patient record", icon=":material/clinical_notes:", url_path="patient"
+)
+xray = st.Page("pages/xray.py", title="X-ray", icon=":material/radiology:", url_path="x-ray")
+history = st.Page(
+    "pages/history.py", title="Imaging history", icon=":material/history:", url_path="imaging-history"
+)
+worklist = st.Page(
+    "pages/worklist.py", title="Emergency worklist", icon=":material/emergency:", url_path="ed-worklist"
+)
+audit = st.Page("pages/audit.py", title="Audit log", icon=":material/policy:", url_path="audit-log")
+clinical = [patients, worklist, record, xray, history]
+
+if user is None:
+    # Every page stays registered (hidden), so a bookmarked URL shows the login form rather than
+    # "page not found", and opens the requested page once the login succeeds.
+    st.navigation([*clinical, audit], position="hidden")
+    login_form()
+    st.stop()
+
+page = st.navigation([*clinical, audit] if user.is_admin else clinical)
+with st.sidebar:
+    st.markdown(f"**{ui.md(user.full_name or user.username)}**  \n:gray[{user.username} · {user.role}]")
+    if st.button("Log out", icon=":material/logout:"):
+        ui.sign_out("You have logged out.")
+        st.rerun()
+    ui.idle_watch()
+page.run()

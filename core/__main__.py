@@ -1,0 +1,45 @@
+"""Command line: ``python -m core COMMAND ...``.
+
+Each command lives in its own module, which exposes ``register(subparsers)``; importing them lazily keeps
+``python -m core diagnose`` free of the database stack and ``python -m core db`` free of TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# command name -> module that registers it (see each module's ``register``)
+COMMANDS: dict[str, str] = {
+    "db": "core.cli.db",
+    "seed": "core.cli.seed",
+    "create-user": "core.cli.users",
+    "diagnose": "core.cli.diagnose",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m core", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log progress and debug detail to stderr"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    wanted = next((a for a in argv if a in COMMANDS), None)
+    for name, module in COMMANDS.items():
+        if wanted is None or name == wanted:
+            importlib.import_module(module).register(sub)
+        else:
+            sub.add_parser(name, help=f"see `python -m core {name} --help`")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

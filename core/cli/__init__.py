@@ -1,0 +1,1 @@
+"""Command-line commands of ``python -m core``; one module per command."""

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy models, sessions and repository functions. Never imports Streamlit."""

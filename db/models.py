@@ -1,0 +1,308 @@
+"""ORM models of the clinical record.
+
+Every editable table carries a ``version`` column wired to SQLAlchemy's ``version_id_col``: an UPDATE or
+DELETE says ``WHERE id = ? AND version = ?``, so two people saving the same row cannot overwrite each other
+silently (the second flush raises ``StaleDataError``, which the services turn into ``ConflictError``).
+
+X-ray studies (an uploaded image in a patient's record) and diagnoses (the models' read of a study, naming
+the model versions) follow the records. A diagnosis row is written once and never updated: a doctor's
+correction (next issue) is a new row that points at ``diagnoses.id``.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Date,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from db.base import Base, JSONDocument, UTCDateTime, code_string, utcnow
+
+ROLES: tuple[str, ...] = ("doctor", "admin")
+SEXES: tuple[str, ...] = ("female", "male", "other", "unknown")
+ALLERGY_KINDS: tuple[str, ...] = ("drug", "food", "other")
+SEVERITIES: tuple[str, ...] = ("mild", "moderate", "severe", "life-threatening")
+CONDITION_STATUSES: tuple[str, ...] = ("active", "resolved")
+# new: nobody has reviewed the model's read yet (the worklist); reviewed / corrected: a doctor has (next issue).
+STUDY_STATUSES: tuple[str, ...] = ("new", "reviewed", "corrected")
+SOURCE_FORMATS: tuple[str, ...] = ("png", "jpeg", "dicom")
+# Most pressing first: the worklist sorts by this order (see core.triage).
+TRIAGE_LEVELS: tuple[str, ...] = ("urgent", "priority", "routine")
+
+# Column lengths; core.validation checks input against these so the database never truncates or rejects.
+LIMITS: dict[str, int] = {
+    "username": 32,
+    "full_name": 200,
+    "password_hash": 255,
+    "patient_id": 32,
+    "given_name": 100,
+    "family_name": 100,
+    "phone": 40,
+    "email": 254,
+    "address": 500,
+    "special_notes": 4000,
+    "visit_reason": 200,
+    "visit_notes": 4000,
+    "substance": 200,
+    "reaction": 500,
+    "condition_name": 200,
+    "condition_notes": 2000,
+    "audit_action": 40,
+    "audit_entity_type": 40,
+    "audit_entity_id": 64,
+    "audit_detail": 1000,
+    "stored_path": 300,
+    "original_filename": 255,
+    "model_version": 64,
+    "triage_reason": 1000,
+}
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class User(Base):
+    """A person who can log in (doctor or admin)."""
+
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint(_in("role", ROLES), name="role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(code_string(LIMITS["username"]), unique=True)
+    full_name: Mapped[str] = mapped_column(String(LIMITS["full_name"]))
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(LIMITS["password_hash"]))
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    version: Mapped[int] = mapped_column(Integer)
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class Patient(Base):
+    """Demographics and special notes of one patient; ``patient_id`` is the hospital's MRN."""
+
+    __tablename__ = "patients"
+    __table_args__ = (
+        CheckConstraint(_in("sex", SEXES), name="sex"),
+        # Name search is a prefix range on the normalised (casefolded, accent-free) names, listed in
+        # (family, given, ID) order: with these two indexes each search branch reads its first rows straight
+        # off the index in the order shown and stops at the limit, instead of sorting every match.
+        Index("ix_patients_family_given", "family_norm", "given_norm", "patient_id"),
+        Index("ix_patients_given_family", "given_norm", "family_norm", "patient_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Unique constraint = the B-tree index that serves exact and prefix (range) lookups.
+    patient_id: Mapped[str] = mapped_column(code_string(LIMITS["patient_id"]), unique=True)
+    given_name: Mapped[str] = mapped_column(String(LIMITS["given_name"]))
+    family_name: Mapped[str] = mapped_column(String(LIMITS["family_name"]))
+    given_norm: Mapped[str] = mapped_column(code_string(LIMITS["given_name"]))
+    family_norm: Mapped[str] = mapped_column(code_string(LIMITS["family_name"]))
+    sex: Mapped[str] = mapped_column(String(16))
+    date_of_birth: Mapped[date] = mapped_column(Date)
+    phone: Mapped[str] = mapped_column(String(LIMITS["phone"]), default="")
+    email: Mapped[str] = mapped_column(String(LIMITS["email"]), default="")
+    address: Mapped[str] = mapped_column(String(LIMITS["address"]), default="")
+    special_notes: Mapped[str] = mapped_column(String(LIMITS["special_notes"]), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    version: Mapped[int] = mapped_column(Integer)
+
+    visits: Mapped[list[Visit]] = relationship(back_populates="patient", passive_deletes=True)
+    allergies: Mapped[list[Allergy]] = relationship(back_populates="patient", passive_deletes=True)
+    conditions: Mapped[list[ChronicCondition]] = relationship(back_populates="patient", passive_deletes=True)
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class Visit(Base):
+    """One encounter (an ED visit): the patient's history is the list of these."""
+
+    __tablename__ = "visits"
+    __table_args__ = (Index("ix_visits_patient_date", "patient_pk", "visit_date"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))
+    visit_date: Mapped[date] = mapped_column(Date)
+    reason: Mapped[str] = mapped_column(String(LIMITS["visit_reason"]))
+    notes: Mapped[str] = mapped_column(String(LIMITS["visit_notes"]), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    version: Mapped[int] = mapped_column(Integer)
+
+    patient: Mapped[Patient] = relationship(back_populates="visits")
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class Allergy(Base):
+    """A drug, food or other allergy of a patient."""
+
+    __tablename__ = "allergies"
+    __table_args__ = (
+        CheckConstraint(_in("kind", ALLERGY_KINDS), name="kind"),
+        CheckConstraint(_in("severity", SEVERITIES), name="severity"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
+    substance: Mapped[str] = mapped_column(String(LIMITS["substance"]))
+    kind: Mapped[str] = mapped_column(String(16))
+    reaction: Mapped[str] = mapped_column(String(LIMITS["reaction"]), default="")
+    severity: Mapped[str] = mapped_column(String(24))
+    recorded_on: Mapped[date] = mapped_column(Date)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    version: Mapped[int] = mapped_column(Integer)
+
+    patient: Mapped[Patient] = relationship(back_populates="allergies")
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class ChronicCondition(Base):
+    """A long-standing condition (e.g. COPD, diabetes) of a patient."""
+
+    __tablename__ = "chronic_conditions"
+    __table_args__ = (CheckConstraint(_in("status", CONDITION_STATUSES), name="status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(LIMITS["condition_name"]))
+    onset_date: Mapped[date | None] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16))
+    notes: Mapped[str] = mapped_column(String(LIMITS["condition_notes"]), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    version: Mapped[int] = mapped_column(Integer)
+
+    patient: Mapped[Patient] = relationship(back_populates="conditions")
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class AuditLog(Base):
+    """Append-only trail of logins, record views and changes.
+
+    Holds copies (username, patient MRN) rather than foreign keys so that the trail outlives the rows it
+    describes and can never block a deletion.
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_at", "at"),
+        Index("ix_audit_log_patient_at", "patient_id", "at"),
+        Index("ix_audit_log_username_at", "username", "at"),
+        Index("ix_audit_log_action_at", "action", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    user_id: Mapped[int | None] = mapped_column(Integer)
+    username: Mapped[str] = mapped_column(String(LIMITS["username"]))
+    action: Mapped[str] = mapped_column(String(LIMITS["audit_action"]))
+    entity_type: Mapped[str] = mapped_column(String(LIMITS["audit_entity_type"]))
+    entity_id: Mapped[str | None] = mapped_column(String(LIMITS["audit_entity_id"]))
+    patient_id: Mapped[str | None] = mapped_column(String(LIMITS["patient_id"]))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+    detail: Mapped[str] = mapped_column(String(LIMITS["audit_detail"]), default="")
+
+
+class Study(Base):
+    """One X-ray image uploaded into a patient's record.
+
+    The original bytes are stored once under ``Settings.data_dir`` at ``file_path`` (relative, content
+    addressed by ``sha256``); the same image uploaded twice for one patient is the same study (unique
+    ``(patient_pk, sha256)``). ``preview_path`` and ``thumbnail_path`` are grey renderings for display.
+    ``width``/``height`` are the image as analysed (after any EXIF rotation): the frame of the diagnosis' boxes.
+    ``status`` is the only thing that changes later (review, correction), guarded by ``version``.
+    A patient with studies cannot be deleted by a cascade: images and their files are clinical records.
+    """
+
+    __tablename__ = "studies"
+    __table_args__ = (
+        CheckConstraint(_in("status", STUDY_STATUSES), name="status"),
+        CheckConstraint(_in("source_format", SOURCE_FORMATS), name="source_format"),
+        UniqueConstraint("patient_pk", "sha256", name="uq_studies_patient_sha256"),
+        Index("ix_studies_patient_uploaded", "patient_pk", "uploaded_at"),
+        Index("ix_studies_status_uploaded", "status", "uploaded_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id", ondelete="RESTRICT"))
+    visit_pk: Mapped[int | None] = mapped_column(ForeignKey("visits.id", ondelete="SET NULL"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    file_path: Mapped[str] = mapped_column(String(LIMITS["stored_path"]))
+    preview_path: Mapped[str] = mapped_column(String(LIMITS["stored_path"]))
+    thumbnail_path: Mapped[str] = mapped_column(String(LIMITS["stored_path"]))
+    original_filename: Mapped[str] = mapped_column(String(LIMITS["original_filename"]), default="")
+    source_format: Mapped[str] = mapped_column(String(8))
+    byte_size: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    dicom: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+    uploaded_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    status: Mapped[str] = mapped_column(String(16), default="new")
+    version: Mapped[int] = mapped_column(Integer)
+
+    diagnoses: Mapped[list[Diagnosis]] = relationship(back_populates="study", passive_deletes=True)
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class Diagnosis(Base):
+    """The models' read of one study, exactly as they made it; never updated after the insert.
+
+    Everything needed to explain the result later is kept with it: the model versions, every probability
+    and the threshold it was compared with, the boxes, the triage level with its rule, the scope score,
+    and timings. ``overlay_path`` is the film with the boxes drawn (``None`` when no detector ran);
+    ``heatmap_path`` holds the class activation maps of every finding, rendered on demand.
+    """
+
+    __tablename__ = "diagnoses"
+    __table_args__ = (
+        CheckConstraint(_in("triage_level", TRIAGE_LEVELS), name="triage_level"),
+        Index("ix_diagnoses_study", "study_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    classifier_version: Mapped[str] = mapped_column(String(LIMITS["model_version"]))
+    detector_version: Mapped[str | None] = mapped_column(String(LIMITS["model_version"]))
+    probabilities: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    # [{"name", "threshold", "urgent"}, ...] in model card order: the card's findings as this read used them
+    thresholds: Mapped[list[Any]] = mapped_column(JSONDocument)
+    flagged: Mapped[list[Any]] = mapped_column(JSONDocument)
+    top3: Mapped[list[Any]] = mapped_column(JSONDocument)
+    detections: Mapped[list[Any]] = mapped_column(JSONDocument)
+    triage_level: Mapped[str] = mapped_column(String(16))
+    uncertain: Mapped[bool] = mapped_column(Boolean)
+    uncertain_reason: Mapped[str] = mapped_column(String(LIMITS["triage_reason"]), default="")
+    triage_rule: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    scope_score: Mapped[float] = mapped_column(Float)
+    scope_limit: Mapped[float] = mapped_column(Float)
+    timings: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    overlay_path: Mapped[str | None] = mapped_column(String(LIMITS["stored_path"]))
+    heatmap_path: Mapped[str | None] = mapped_column(String(LIMITS["stored_path"]))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+
+    study: Mapped[Study] = relationship(back_populates="diagnoses")

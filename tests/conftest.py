@@ -1,0 +1,281 @@
+"""Shared fixtures: an Alembic-migrated database (SQLite and PostgreSQL) and factories.
+
+Backends: every test that uses ``database`` (directly or through ``make_user``/``make_patient``) runs once
+on a temporary SQLite file and once on PostgreSQL. PostgreSQL comes from ``CXR_TEST_POSTGRES_URL``
+(default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``); each test session creates its own
+schema there, migrates it, and drops it at the end, so it never touches other data in that database.
+If the server is unreachable the PostgreSQL tests fail; ``CXR_TEST_POSTGRES=0`` skips them instead.
+Select one backend with ``-k sqlite`` or ``-k postgresql``.
+
+Each test starts from empty tables (rows are deleted before it runs); the schema is migrated once per
+session per backend. ``get_settings()`` points at the test database for the test's duration.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+# Load order of native code: TensorFlow and Triton (which torch imports for its compiler, and Ultralytics'
+# training reaches through torch.use_deterministic_algorithms) each bring their own LLVM; Triton loaded after
+# TensorFlow segfaults the process, the other way round works. The product never needs both in one process
+# (serving uses LiteRT and ONNX Runtime; training runs one model per command), but one pytest process runs the
+# classifier tests and the detector training tests, so torch's compiler is loaded first here.
+import torch._inductor.config  # noqa: E402, F401  (before anything imports tensorflow)
+from passlib.context import CryptContext
+from sqlalchemy import create_engine, delete, text
+from sqlalchemy.engine import make_url
+
+from core import auth
+from core.auth import AuthenticatedUser, create_user
+from core.config import get_settings
+from core.records import (
+    AllergyInput,
+    ConditionInput,
+    Demographics,
+    PatientRecord,
+    VisitInput,
+    add_allergy,
+    add_condition,
+    add_visit,
+    create_patient,
+)
+from db.base import Base
+from db.migrate import upgrade
+from db.session import dispose_engines, get_engine
+
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+TEST_PASSWORD = "correct horse battery staple"  # test-only; product code has no default password
+PRODUCTION_PWD_CONTEXT = auth.pwd_context  # kept so a test can check the real cost parameters
+# Same scheme (argon2id), a fraction of the cost: the production parameters take ~0.1-0.3 s per hash on a
+# 2-core machine, which dominates a suite that creates and logs in hundreds of users.
+FAST_PWD_CONTEXT = CryptContext(
+    schemes=["argon2"], argon2__rounds=1, argon2__memory_cost=1024, argon2__parallelism=1
+)
+
+
+@dataclass(frozen=True)
+class TestDatabase:
+    """The database a test runs against."""
+
+    __test__ = False  # not a test class, despite the name
+
+    backend: str  # "sqlite" | "postgresql"
+    url: str
+    schema: str | None = None  # PostgreSQL only
+
+
+@dataclass(frozen=True)
+class TestAccount:
+    """A user made by ``make_user``: ``.user`` is the actor for services, ``.password`` logs in."""
+
+    __test__ = False
+
+    user: AuthenticatedUser
+    password: str
+
+    @property
+    def username(self) -> str:
+        """Shortcut for ``user.username``."""
+        return self.user.username
+
+
+# ------------------------------------------------------------------ PostgreSQL schemas
+
+
+def postgres_base_url() -> str:
+    """The PostgreSQL server URL tests use (without a schema)."""
+    return os.environ.get("CXR_TEST_POSTGRES_URL") or DEFAULT_POSTGRES_URL
+
+
+def postgres_enabled() -> bool:
+    """False when ``CXR_TEST_POSTGRES=0`` asks to skip PostgreSQL tests."""
+    return os.environ.get("CXR_TEST_POSTGRES", "1").strip().lower() not in ("0", "false", "no")
+
+
+def require_postgres() -> str:
+    """The server URL, or skip (disabled) / fail (unreachable) the calling test."""
+    if not postgres_enabled():
+        pytest.skip("PostgreSQL tests disabled by CXR_TEST_POSTGRES=0")
+    url = postgres_base_url()
+    engine = create_engine(url, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - any connection problem means the same thing here
+        pytest.fail(
+            f"PostgreSQL at {make_url(url).render_as_string(hide_password=True)} is unreachable ({exc}). "
+            "Start it, set CXR_TEST_POSTGRES_URL, or set CXR_TEST_POSTGRES=0 to skip these tests.",
+            pytrace=False,
+        )
+    finally:
+        engine.dispose()
+    return url
+
+
+def create_postgres_schema(prefix: str = "cxr_test") -> tuple[str, str]:
+    """Create a fresh, uniquely named schema; return (schema, URL whose search_path is that schema)."""
+    base = require_postgres()
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(base)
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine.dispose()
+    # search_path puts every table (and alembic_version) in the schema without any code knowing about it.
+    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    return schema, url.render_as_string(hide_password=False)
+
+
+def drop_postgres_schema(schema: str) -> None:
+    """Drop a schema made by :func:`create_postgres_schema` and everything in it."""
+    engine = create_engine(postgres_base_url())
+    with engine.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    engine.dispose()
+
+
+def _use_database(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("CXR_DATABASE_URL", url)
+    get_settings.cache_clear()
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cheap argon2 parameters for every test (see FAST_PWD_CONTEXT); real ones are tested explicitly."""
+    monkeypatch.setattr(auth, "pwd_context", FAST_PWD_CONTEXT)
+    auth._dummy_hash.cache_clear()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def migrated_database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestDatabase]:
+    """A database migrated to head once per test session and backend."""
+    schema = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'test.db'}"
+    else:
+        schema, url = create_postgres_schema()
+    try:
+        upgrade(url=url)
+        yield TestDatabase(request.param, url, schema)
+    finally:
+        dispose_engines()
+        if schema is not None:
+            drop_postgres_schema(schema)
+
+
+@pytest.fixture
+def database(
+    migrated_database: TestDatabase, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[TestDatabase]:
+    """The migrated database with empty tables, set as the application's database for this test."""
+    monkeypatch.setenv("CXR_VAR_DIR", str(tmp_path / "var"))
+    _use_database(monkeypatch, migrated_database.url)
+    with get_engine(migrated_database.url).begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(delete(table))
+    yield migrated_database
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def configure(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+    """``configure(lockout_attempts=3, ...)``: set ``CXR_*`` settings for this test and re-read them."""
+
+    def apply(**values: object) -> None:
+        for name, value in values.items():
+            monkeypatch.setenv(f"CXR_{name.upper()}", str(value))
+        get_settings.cache_clear()
+
+    yield apply
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def make_user(database: TestDatabase) -> Callable[..., TestAccount]:
+    """Factory: ``make_user(username=None, role="doctor", password=TEST_PASSWORD, full_name=None)``."""
+    counter = itertools.count(1)
+
+    def make(
+        username: str | None = None,
+        *,
+        role: str = "doctor",
+        password: str = TEST_PASSWORD,
+        full_name: str | None = None,
+    ) -> TestAccount:
+        name = username or f"{role}{next(counter)}"
+        user = create_user(name, password, role=role, full_name=full_name or f"Test {name}")
+        return TestAccount(user, password)
+
+    return make
+
+
+@pytest.fixture
+def doctor(make_user: Callable[..., TestAccount]) -> AuthenticatedUser:
+    """A signed-in doctor (actor for record services)."""
+    return make_user("dr.house", role="doctor").user
+
+
+@pytest.fixture
+def admin(make_user: Callable[..., TestAccount]) -> AuthenticatedUser:
+    """A signed-in admin."""
+    return make_user("root.admin", role="admin").user
+
+
+@pytest.fixture
+def make_patient(
+    database: TestDatabase, make_user: Callable[..., TestAccount]
+) -> Callable[..., PatientRecord]:
+    """Factory creating a patient (and optional history) through the services; returns its record.
+
+    ``make_patient("ED-1", given_name=..., visits=[VisitInput(...)], allergies=[...], conditions=[...])``.
+    Writes the same audit rows a doctor's actions would (as user ``factory``), but no 'view' row.
+    """
+    counter = itertools.count(1)
+    actor: list[AuthenticatedUser] = []
+
+    def make(
+        patient_id: str | None = None,
+        *,
+        given_name: str = "Ada",
+        family_name: str = "Lovelace",
+        sex: str = "female",
+        date_of_birth: date = date(1960, 5, 17),
+        phone: str = "",
+        email: str = "",
+        address: str = "",
+        special_notes: str = "",
+        visits: Iterable[VisitInput] = (),
+        allergies: Iterable[AllergyInput] = (),
+        conditions: Iterable[ConditionInput] = (),
+        actor_user: AuthenticatedUser | None = None,
+    ) -> PatientRecord:
+        if actor_user is None:
+            if not actor:
+                actor.append(make_user("factory").user)
+            actor_user = actor[0]
+        demographics = Demographics(given_name, family_name, sex, date_of_birth, phone, email, address)
+        key = patient_id or f"T-{next(counter):05d}"
+        record = create_patient(key, demographics, actor_user, special_notes=special_notes)
+        made_visits = [add_visit(key, v, actor_user) for v in visits]
+        made_allergies = [add_allergy(key, a, actor_user) for a in allergies]
+        made_conditions = [add_condition(key, c, actor_user) for c in conditions]
+        return replace(
+            record,
+            visits=tuple(sorted(made_visits, key=lambda v: (v.visit_date, v.id), reverse=True)),
+            allergies=tuple(made_allergies),
+            conditions=tuple(made_conditions),
+        )
+
+    return make

@@ -1,0 +1,142 @@
+"""The dashboard in a real browser: ``streamlit run app.py`` driven by Playwright with Debian's chromium.
+
+AppTest (test_pages.py) simulates the frontend; this checks what it cannot: the page really arrives over
+the websocket, the widgets are usable by a person, and a click ends up in the database.
+The server gets its own Alembic-migrated SQLite file, seeded with one doctor and one patient.
+Set ``CXR_BROWSER_SCREENSHOTS=/some/dir`` to keep a screenshot of the record page.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from core.auth import create_user
+from core.config import get_settings
+from core.records import AllergyInput, Demographics, add_allergy, create_patient
+from db import models
+from db.migrate import upgrade
+from db.session import dispose_engines, session_scope
+from tests.browser_support import CHROMIUM, STEP_MS, chromium_page, running_streamlit
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+USERNAME = "dr.browser"
+PASSWORD = "a long browser-test password"  # test-only account in a throwaway database
+PATIENT_ID = "ED-4242"
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    database_url: str
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A migrated, seeded SQLite database and ``streamlit run app.py`` serving it."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not installed (`make test` installs Debian's chromium)")
+    var_dir = tmp_path_factory.mktemp("browser-var")
+    database_url = f"sqlite:///{var_dir / 'cxr.db'}"
+    env = {**os.environ, "DATABASE_URL": database_url, "CXR_VAR_DIR": str(var_dir)}
+    env.pop("CXR_DATABASE_URL", None)  # it would win over DATABASE_URL
+
+    # Seed in this process through the services, pointed at the server's database.
+    saved = {k: os.environ.get(k) for k in ("CXR_DATABASE_URL", "DATABASE_URL", "CXR_VAR_DIR")}
+    os.environ.pop("CXR_DATABASE_URL", None)
+    os.environ.update(DATABASE_URL=database_url, CXR_VAR_DIR=str(var_dir))
+    get_settings.cache_clear()
+    try:
+        upgrade(url=database_url)
+        doctor = create_user(USERNAME, PASSWORD, role="doctor", full_name="Dr Browser")
+        create_patient(PATIENT_ID, Demographics("Grace", "Hopper", "female", date(1956, 12, 9)), doctor)
+        add_allergy(PATIENT_ID, AllergyInput("Latex", "other", "mild", "contact dermatitis"), doctor)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        get_settings.cache_clear()
+        dispose_engines()
+
+    with running_streamlit(env, var_dir / "streamlit.log") as url:
+        yield Server(url, database_url)
+
+
+@pytest.fixture
+def page(server: Server) -> Iterator[object]:
+    with chromium_page(1400, 1000) as page:
+        yield page
+
+
+def _allergies_in_db(database_url: str) -> list[str]:
+    with session_scope(database_url) as s:
+        patient = s.query(models.Patient).filter_by(patient_id=PATIENT_ID).one()
+        return sorted(a.substance for a in patient.allergies)
+
+
+def _log_in(page, base_url: str, path: str = "") -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page.goto(f"{base_url}/{path}")
+    expect(page.get_by_label("Username", exact=True)).to_be_visible(timeout=STEP_MS)
+    page.get_by_label("Username", exact=True).fill(USERNAME)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+
+
+def test_log_in_find_patient_by_id_and_add_an_allergy(server: Server, page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    _log_in(page, server.url)
+    expect(page.get_by_role("heading", name="Patients")).to_be_visible(timeout=STEP_MS)
+    expect(page.get_by_text("Dr Browser")).to_be_visible()
+
+    page.get_by_label("Patient ID or name").fill(PATIENT_ID.lower())
+    page.get_by_role("button", name="Search").click()
+    expect(page.get_by_text("1 match")).to_be_visible(timeout=STEP_MS)
+    page.get_by_role("button", name="Open").click()
+
+    expect(page.get_by_role("heading", name="HOPPER, Grace")).to_be_visible(timeout=STEP_MS)
+    page.get_by_role("tab", name="Allergies").click()
+    page.get_by_text("Add allergy").first.click()  # the expander
+    form = page.get_by_test_id("stForm").filter(has=page.get_by_label("Substance *"))
+    form.get_by_label("Substance *").fill("Penicillin")
+    form.get_by_label("Reaction").fill("anaphylaxis")
+    form.get_by_label("Severity").click()
+    page.get_by_role("option", name="Severe").click()
+    form.get_by_role("button", name="Add allergy").click()
+
+    expect(page.get_by_text("Allergy added.")).to_be_visible(timeout=STEP_MS)
+    expect(page.get_by_role("tab", name="Allergies", selected=True)).to_be_visible()
+    banner = page.get_by_test_id("stAlert").filter(has_text="Allergies:")
+    expect(banner).to_contain_text("Penicillin (Severe)")
+    expect(banner).to_contain_text("Latex")
+    assert _allergies_in_db(server.database_url) == ["Latex", "Penicillin"]
+
+    shot = tmp_path / "record.png"
+    page.screenshot(path=str(shot), full_page=True)
+    keep = os.environ.get("CXR_BROWSER_SCREENSHOTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(keep) / "cxr_record_page.png")
+
+
+def test_a_deep_link_shows_the_login_form_then_the_page(server: Server, page) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page.goto(f"{server.url}/audit-log")
+    expect(page.get_by_label("Username", exact=True)).to_be_visible(timeout=STEP_MS)
+    expect(page.get_by_role("heading", name="Audit log")).to_have_count(0)
+    # A bookmarked record page: the login form first, then the page that was asked for.
+    _log_in(page, server.url, "patient")
+    expect(page.get_by_text("No patient selected.")).to_be_visible(timeout=STEP_MS)
