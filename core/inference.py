@@ -1,0 +1,122 @@
+"""One image in, the models' read out: the use case behind ``python -m core diagnose`` and the upload page.
+
+Models load once per process (lazily, under a lock) and are shared by every thread; each model serializes
+its own runtime calls. Nothing here touches the database: saving a diagnosis is the services' job.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core import imaging
+from core.classifier import Classification, Classifier
+from core.detector import DetectionResult, Detector
+from core.model_registry import active_model_dir, read_registry
+
+_lock = threading.Lock()
+_classifiers: dict[Path, Classifier] = {}
+_detectors: dict[Path, Detector] = {}
+
+NO_DETECTOR_NOTE = "No detector model is active, so no regions were marked; the classifier ran as usual."
+
+
+def get_classifier(model_dir: Path | None = None) -> Classifier:
+    """The process-wide classifier for ``model_dir`` (default: the active version)."""
+    folder = model_dir or active_model_dir("classifier")
+    with _lock:
+        if folder not in _classifiers:
+            _classifiers[folder] = Classifier(folder)
+        return _classifiers[folder]
+
+
+def get_detector(model_dir: Path | None = None) -> Detector:
+    """The process-wide detector for ``model_dir`` (default: the active version)."""
+    folder = model_dir or active_model_dir("detector")
+    with _lock:
+        if folder not in _detectors:
+            _detectors[folder] = Detector(folder)
+        return _detectors[folder]
+
+
+def detector_configured() -> bool:
+    """Whether the registry names an active detector (the classifier works without one)."""
+    return bool(read_registry().get("detector"))
+
+
+class OutOfScope(imaging.NotChestXray):
+    """The learned check: the image's features are far from every chest X-ray the model was trained on."""
+
+    default_message = (
+        "This image does not look like a frontal chest X-ray the model was trained on, so it was not analysed. "
+        "Please check that the right image was chosen."
+    )
+
+
+def learned_scope_check(classifier: Classifier) -> imaging.PlausibilityCheck:
+    """The classifier's out-of-scope test as an extra check for :func:`imaging.check_plausible_chest`."""
+
+    def check(image: imaging.XrayImage) -> None:
+        result = classifier.classify(image.pixels)
+        if not result.in_scope:
+            raise OutOfScope(f"scope score {result.scope_score:.2f} > {classifier.scope.threshold:.2f}")
+
+    return check
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """An accepted image and the models' read of it."""
+
+    image: imaging.XrayImage
+    classification: Classification
+    timing_ms: dict[str, float]
+    detection: DetectionResult | None = None  # None when no detector version is active
+
+    @property
+    def models(self) -> dict[str, str]:
+        models = {"classifier": self.classification.model_version}
+        if self.detection is not None:
+            models["detector"] = self.detection.model_version
+        return models
+
+    def as_dict(self) -> dict[str, Any]:
+        found = self.detection.detections if self.detection is not None else ()
+        return {
+            **self.classification.as_dict(),
+            "detections": [d.as_dict() for d in found],
+            **({} if self.detection is not None else {"detections_note": NO_DETECTOR_NOTE}),
+            "models": self.models,
+            "timing_ms": {k: round(v, 1) for k, v in self.timing_ms.items()},
+        }
+
+
+def analyze(
+    data: bytes,
+    filename: str | None = None,
+    classifier: Classifier | None = None,
+    detector: Detector | None = None,
+) -> Analysis:
+    """Read, check, classify and detect on one file; raises :class:`imaging.ImageRejected` on refusal.
+
+    Detection runs on accepted images only, with ``detector`` or the active one; without an active detector
+    the analysis carries the classification alone.
+    """
+    t0 = time.perf_counter()
+    image = imaging.read_chest_xray(data, filename)
+    t1 = time.perf_counter()
+    model = classifier or get_classifier()
+    result = model.classify(image.pixels)
+    if not result.in_scope:
+        raise OutOfScope(f"scope score {result.scope_score:.2f} > {model.scope.threshold:.2f}")
+    timing = {"read": (t1 - t0) * 1e3, **result.timing_ms}
+    if detector is None and detector_configured():
+        detector = get_detector()
+    detection = detector.detect(image.pixels) if detector is not None else None
+    if detection is not None:
+        timing["detection"] = sum(detection.timing_ms.values())
+    timing["total"] = (time.perf_counter() - t0) * 1e3
+    return Analysis(image=image, classification=result, timing_ms=timing, detection=detection)

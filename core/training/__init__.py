@@ -1,0 +1,1 @@
+"""Training, evaluation and export jobs; run from the command line, never inside a page."""
