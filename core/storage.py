@@ -1,0 +1,194 @@
+"""Files of the X-ray studies under ``Settings.data_dir``: content addressed, written atomically.
+
+Layout (paths stored in the database are relative to the data directory, so it can move)::
+
+    originals/ab/cdef...0123.dcm    the uploaded bytes, named by their sha256
+    renders/ab/cdef...0123.jpg      previews, thumbnails, box overlays, heat-map grids (named by their own sha256)
+    cache/...                       renderings made on demand (heat-map overlays); safe to delete
+
+A file is written to a temporary name in its final folder, flushed and fsynced, then renamed over the final
+name, and the folder is fsynced: a reader sees the whole file or none, even after a power cut. The same
+content always lands at the same name, so an existing file is never rewritten, only reused.
+
+:class:`StagedFiles` is the file half of an atomic save: it remembers which files *this* action created
+and removes exactly those if the action fails (never a file that was already there for another study).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.config import get_settings
+
+log = logging.getLogger(__name__)
+
+ORIGINALS = "originals"
+RENDERS = "renders"
+CACHE = "cache"
+TMP_PREFIX = ".tmp-"
+
+#: Serializes the "write files, then commit rows" window of saves within this process, so that one save
+#: cannot remove, on failure, a file that a concurrent save of the same content has just reused.
+save_lock = threading.Lock()
+
+
+class StorageError(RuntimeError):
+    """A stored path that is not inside the data directory (a corrupted or forged database value)."""
+
+
+def sha256_hex(data: bytes) -> str:
+    """The sha256 of ``data`` as 64 hex digits."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see all of it or nothing (temp file, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    # The rename is durable only once the folder's entry is on disk.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file in the store: its path relative to the root, and whether this call wrote it."""
+
+    relpath: str
+    created: bool
+
+
+class FileStore:
+    """The data directory (default ``get_settings().data_dir``)."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else get_settings().data_dir
+
+    @staticmethod
+    def content_path(kind: str, digest: str, suffix: str) -> str:
+        """``kind/ab/cdef...suffix`` for a sha256 ``digest`` (two-character fan-out keeps folders small)."""
+        return f"{kind}/{digest[:2]}/{digest[2:]}{suffix}"
+
+    def absolute(self, relpath: str) -> Path:
+        """The absolute path of a stored relative path; refuses anything that leaves the data directory."""
+        root = self.root.resolve()
+        path = (root / relpath).resolve()
+        if not path.is_relative_to(root) or path == root:
+            raise StorageError(f"stored path {relpath!r} is outside the data directory")
+        return path
+
+    def exists(self, relpath: str) -> bool:
+        return self.absolute(relpath).is_file()
+
+    def put(self, data: bytes, kind: str, suffix: str, digest: str | None = None) -> StoredFile:
+        """Store ``data`` at its content address under ``kind``; an existing identical file is reused."""
+        relpath = self.content_path(kind, digest or sha256_hex(data), suffix)
+        path = self.absolute(relpath)
+        if path.is_file():
+            return StoredFile(relpath, created=False)
+        write_atomic(path, data)
+        return StoredFile(relpath, created=True)
+
+    def remove(self, relpath: str) -> None:
+        """Delete a stored file if it is there."""
+        self.absolute(relpath).unlink(missing_ok=True)
+
+    def cached(self, relpath: str, render: Callable[[], bytes]) -> Path:
+        """The file at ``relpath`` (under ``cache/``), rendered by ``render()`` and written the first time."""
+        if not relpath.startswith(f"{CACHE}/"):
+            raise StorageError(f"cache entries live under {CACHE}/, not {relpath!r}")
+        path = self.absolute(relpath)
+        if not path.is_file():
+            write_atomic(path, render())
+        return path
+
+
+@dataclass
+class StagedFiles:
+    """Files written for one action; :meth:`discard` removes the ones it created.
+
+    ``still_needed(relpath)`` is asked before each removal (after the action's transaction has rolled
+    back): a file that a committed row references meanwhile, e.g. written by a concurrent save in another
+    process, is kept.
+    """
+
+    store: FileStore
+    still_needed: Callable[[str], bool] | None = None
+    created: list[str] = field(default_factory=list)
+    used: list[str] = field(default_factory=list)
+
+    def put(self, data: bytes, kind: str, suffix: str, digest: str | None = None) -> str:
+        """Store ``data`` (see :meth:`FileStore.put`) and return its relative path."""
+        stored = self.store.put(data, kind, suffix, digest)
+        (self.created if stored.created else self.used).append(stored.relpath)
+        return stored.relpath
+
+    def discard(self) -> list[str]:
+        """Remove every file this action created and nothing else needs; return the removed paths."""
+        removed = []
+        for relpath in reversed(self.created):
+            try:
+                if self.still_needed is not None and self.still_needed(relpath):
+                    log.info("kept %s: referenced by another saved study", relpath)
+                    continue
+                self.store.remove(relpath)
+                removed.append(relpath)
+            except Exception:  # cleanup must not hide the error that caused it
+                log.exception("could not remove %s after a failed save", relpath)
+        self.created.clear()
+        return removed
+
+
+@contextmanager
+def staged(store: FileStore, still_needed: Callable[[str], bool] | None = None) -> Iterator[StagedFiles]:
+    """``with staged(store) as files:`` — files created in the block are removed if the block raises."""
+    files = StagedFiles(store, still_needed)
+    try:
+        yield files
+    except BaseException:
+        files.discard()
+        raise
+
+
+__all__ = [
+    "CACHE",
+    "ORIGINALS",
+    "RENDERS",
+    "FileStore",
+    "StagedFiles",
+    "StorageError",
+    "StoredFile",
+    "save_lock",
+    "sha256_hex",
+    "staged",
+    "write_atomic",
+]

@@ -1,0 +1,305 @@
+"""Widgets of the X-ray pages: the upload handler, the result, the zoomable film, triage badges.
+
+Everything shown comes from the DTOs of ``core.diagnosis``: finding names, thresholds and which findings are
+urgent are the model card's, never written here. Rendered images are files on disk (made at upload, or
+cached there on first view), so a rerun only reads a JPEG: a 3000 x 3000 DICOM costs no more than a PNG.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from pathlib import Path
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import diagnosis, triage
+from core.auth import AuthenticatedUser
+from core.config import get_settings
+from core.diagnosis import DiagnosisView
+from core.errors import AppError
+from core.imaging import ImageRejected
+from core.records import PatientRecord
+from pages import ui
+
+VIEW = "xr.view"  # the DiagnosisView on show (a frozen DTO), refetched when another study is opened
+UPLOADS = "xr.uploads"  # file_id of each upload of this session -> its outcome, so a rerun never redoes one
+
+_BADGES = {  # level -> (colour, icon)
+    triage.URGENT: ("red", ":material/emergency:"),
+    triage.PRIORITY: ("orange", ":material/priority_high:"),
+    triage.ROUTINE: ("green", ":material/check_circle:"),
+}
+_STATUS = {"new": "gray", "reviewed": "blue", "corrected": "violet"}
+
+
+def triage_badge(level: str, uncertain: bool) -> str:
+    """Markdown badges for a triage level, plus "uncertain: review" when the model is unsure."""
+    colour, icon = _BADGES.get(level, ("gray", ":material/help:"))
+    badge = f":{colour}-badge[{icon} {ui.label(level)}]"
+    return badge + (" :violet-badge[:material/help: uncertain: review]" if uncertain else "")
+
+
+def status_badge(status: str) -> str:
+    return f":{_STATUS.get(status, 'gray')}-badge[{ui.label(status)}]"
+
+
+def waited(since: datetime) -> str:
+    """'12 min', '3 h 05 min', '2 d 4 h' since ``since``."""
+    minutes = max(0, int((ui.utcnow() - since).total_seconds() // 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 24 * 60:
+        return f"{minutes // 60} h {minutes % 60:02d} min"
+    return f"{minutes // 1440} d {minutes % 1440 // 60} h"
+
+
+def current_view(study_id: int, user: AuthenticatedUser) -> DiagnosisView:
+    """The study's result as this session last fetched it; fetched (and audited) once per opening."""
+    shown = st.session_state.get(VIEW)
+    if shown is None or shown.study_id != study_id:
+        shown = diagnosis.get_diagnosis(study_id, user)
+        st.session_state[VIEW] = shown
+    return shown
+
+
+def handle_upload(record: PatientRecord, user: AuthenticatedUser) -> None:
+    """The uploader and what became of the upload: saved (the result shows below), refused, or waiting for
+    the doctor to confirm a DICOM that names another patient. The film can be linked to one of the visits."""
+    patient_id = record.patient_id
+    limit = get_settings().max_upload_mb
+    visits = {v.id: f"{ui.fmt_date(v.visit_date)} · {v.reason}" for v in record.visits}  # newest first
+    today = [v.id for v in record.visits if v.visit_date == ui.utcnow().date()]
+    visit_id = st.selectbox(
+        "Visit",
+        [None, *visits],
+        index=1 + list(visits).index(today[0]) if today else 0,
+        format_func=lambda v: "No visit" if v is None else visits[v],
+        key=f"xr.visit.{patient_id}",
+        help="The visit this film belongs to (today's visit is proposed when there is one).",
+    )
+    upload = st.file_uploader(
+        f"Chest X-ray: PNG, JPEG or DICOM, up to {limit} MB",
+        key=f"xr.upload.{patient_id}",
+        max_upload_size=limit,
+        help="The image is analysed and saved in this patient's record.",
+    )
+    if upload is None:
+        return
+    outcomes = st.session_state.setdefault(UPLOADS, {})
+    kind, message = outcomes.get(upload.file_id, ("new", ""))
+    confirmed = False
+    if kind == "mismatch":
+        st.warning(message, icon=":material/person_alert:")
+        confirmed = st.checkbox(
+            f"I confirm this image belongs to patient {patient_id}", key=f"xr.confirm.{upload.file_id}"
+        )
+        if not st.button("Analyse and save", icon=":material/save:", disabled=not confirmed):
+            return
+    if kind in ("new", "mismatch"):
+        with st.spinner("Analysing the X-ray…"):
+            try:
+                view = diagnosis.diagnose_upload(
+                    patient_id, upload.getvalue(), upload.name, user, confirmed, visit_id
+                )
+            except diagnosis.PatientMismatch as exc:
+                outcomes[upload.file_id] = ("mismatch", str(exc))
+                st.rerun()
+            except ImageRejected as exc:
+                kind, message = outcomes[upload.file_id] = ("refused", exc.user_message)
+            except AppError as exc:
+                kind, message = outcomes[upload.file_id] = ("error", str(exc))
+            else:
+                st.session_state[VIEW] = view
+                st.session_state[ui.STUDY_ID] = view.study_id
+                done = (
+                    "This image is already in the record: showing its saved result."
+                    if view.duplicate
+                    else (f"Analysed and saved in {view.timing_ms.get('total', 0) / 1000:.2f} s.")
+                )
+                kind, message = outcomes[upload.file_id] = ("saved", done)
+    if kind == "saved":
+        st.success(message, icon=":material/check_circle:")
+    elif kind in ("refused", "error"):
+        st.error(f"{message} Nothing was saved.", icon=":material/block:")
+
+
+def film(path: Path, key: str, aspect: float = 1.0) -> None:
+    """The image, zoomable (drag a box, scroll; double-click resets) at the stored display resolution.
+
+    ``aspect`` is height / width: the figure is about as tall as the film is at the column's usual width.
+    """
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    figure = go.Figure(go.Image(source=f"data:image/jpeg;base64,{data}", hoverinfo="skip"))
+    height = int(min(900, max(360, 600 * aspect)))
+    figure.update_layout(margin={"l": 0, "r": 0, "t": 0, "b": 0}, height=height, dragmode="zoom")
+    figure.update_xaxes(visible=False)
+    figure.update_yaxes(visible=False, scaleanchor="x")
+    st.plotly_chart(figure, key=key, config={"scrollZoom": True, "displaylogo": False})
+
+
+def result(view: DiagnosisView) -> None:
+    """The models' read of one study: triage, findings, boxes, heat map, versions."""
+    st.markdown(
+        f"{triage_badge(view.triage_level, view.uncertain)} {status_badge(view.status)} "
+        f":gray[{ui.md(view.original_filename)} · {view.width} x {view.height} px · uploaded "
+        f"{ui.fmt_datetime(view.uploaded_at)} by {ui.md(view.uploaded_by)}]"
+    )
+    if view.uncertain:
+        st.warning(f"**Uncertain: review.** {ui.md(view.uncertain_reason)}", icon=":material/help:")
+    if view.patient_id_differs:
+        st.warning(
+            f"The DICOM header names patient ID {ui.md(str(view.dicom_patient_id))}; it was saved in this record "
+            "on the uploader's confirmation.",
+            icon=":material/person_alert:",
+        )
+    for note in view.notes:
+        st.info(note, icon=":material/info:")
+    image_col, findings_col = st.columns([3, 2])
+    with findings_col:
+        st.markdown("**Top findings**")
+        for f in view.top3:
+            over = " :red-badge[over threshold]" if f.flagged else ""
+            st.markdown(f"**{f.label}** {f.probability:.0%}{over}")
+            st.progress(min(1.0, f.probability))
+        others = [f.label for f in view.flagged if f not in view.top3]
+        if others:
+            st.caption("Also over threshold: " + ", ".join(others))
+        with st.expander(f"All {len(view.findings)} findings"):
+            st.dataframe(
+                [
+                    {
+                        "Finding": f.label,
+                        "Probability": round(f.probability, 3),
+                        "Threshold": round(f.threshold, 3),
+                        "Over threshold": f.flagged,
+                        "Urgent finding": f.urgent,
+                    }
+                    for f in sorted(view.findings, key=lambda f: -f.probability)
+                ],
+                hide_index=True,
+                column_config={"Probability": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0)},
+            )
+        st.markdown("**Marked regions**")
+        if not view.detector_ran:
+            st.caption("No detector model is active, so no regions are marked.")
+        elif not view.boxes:
+            st.caption("The detector marked no region.")
+        for b in view.boxes:
+            st.markdown(f":red-badge[{ui.md(b.label)} {b.confidence:.0%}]")
+        st.caption(ui.md(view.triage_explanation))
+        versions = " · ".join(f"{kind} {version}" for kind, version in view.models.items())
+        st.caption(
+            f"Models: {ui.md(versions)} · scope score {view.scope_score:.2f} (limit {view.scope_limit:.2f})"
+        )
+    with image_col:
+        heat = st.toggle("Heat map", key=f"xr.heat.{view.study_id}", help="Where the classifier looked")
+        shown = view.image_path
+        if heat:
+            names = [f.name for f in view.top3] + [f.name for f in view.findings if f not in view.top3]
+            labels = {f.name: f.label for f in view.findings}
+            chosen = st.selectbox(
+                "Heat map of", names, format_func=lambda n: labels[n], key=f"xr.heatof.{view.study_id}"
+            )
+            heat_map = diagnosis.heatmap_image(view, chosen or names[0])
+            shown = heat_map.path
+            if heat_map.flat:
+                st.caption(
+                    f"No region raised the score of {labels[heat_map.finding]}: its heat map is empty."
+                )
+        film(shown, key=f"xr.film.{view.study_id}", aspect=view.height / max(1, view.width))
+        st.caption("Drag to zoom, scroll to zoom in and out, double-click to reset.")
+
+
+def patient_picker(current: str | None) -> str | None:
+    """Choose the patient the X-ray belongs to (search by ID or name); returns the chosen patient ID."""
+    from core import records
+
+    with st.expander("Choose another patient" if current else "Choose the patient", expanded=not current):
+        query = st.text_input("Patient ID or name", key="xr.pick.query").strip()
+        hits = records.search_patients(query, limit=ui.SEARCH_LIMIT) if query else []
+        if query and not hits:
+            st.info(f"No patient matches “{ui.md(query)}”.")
+        if hits:
+            names = {
+                h.patient_id: f"{h.patient_id} · {h.display_name} · born {ui.fmt_date(h.date_of_birth)}"
+                for h in hits
+            }
+            chosen = st.selectbox(
+                "Patient", list(names), format_func=lambda n: names[n], key="xr.pick.choice"
+            )
+            if st.button("Use this patient", icon=":material/person_check:", key="xr.pick.use") and chosen:
+                st.session_state[ui.PATIENT_ID] = chosen
+                st.session_state.pop(ui.STUDY_ID, None)
+                st.rerun()
+    return current
+
+
+def history_list(studies: tuple[diagnosis.StudySummary, ...], patient_id: str) -> None:
+    """Every study, newest first: thumbnail, when, top findings, triage, status, and Open."""
+    for s in studies:
+        with st.container(border=True):
+            thumb, when, found, level, action = st.columns([1, 2, 4, 2, 1.3], vertical_alignment="center")
+            thumb.image(str(s.thumbnail_path), width=96)
+            when.markdown(f"**{ui.fmt_datetime(s.uploaded_at)}**  \n:gray[{ui.md(s.original_filename)}]")
+            top = ", ".join(f"{name.replace('_', ' ')} {p:.0%}" for name, p in s.top3)
+            flagged = f"  \n:gray[{len(s.flagged)} over threshold]" if s.flagged else ""
+            found.markdown(f"{top}{flagged}")
+            level.markdown(f"{triage_badge(s.triage_level, s.uncertain)}  \n{status_badge(s.status)}")
+            if action.button(
+                "Open", key=f"xr.open.{s.study_id}", icon=":material/visibility:", width="stretch"
+            ):
+                ui.open_study(s.study_id, patient_id)
+
+
+def probability_chart(points: tuple[diagnosis.ProbabilityPoint, ...]) -> None:
+    """Each finding's probability over time (one line per finding; click the legend to hide some)."""
+    import plotly.express as px
+
+    rows = [
+        {"When": p.uploaded_at, "Finding": p.finding.replace("_", " "), "Probability": p.probability}
+        for p in points
+    ]
+    figure = px.line(rows, x="When", y="Probability", color="Finding", markers=True)
+    figure.update_layout(yaxis_tickformat=".0%", yaxis_range=[0, 1], height=380, margin={"t": 10})
+    st.plotly_chart(figure, key="xr.history.chart")
+
+
+def side_by_side(studies: tuple[diagnosis.StudySummary, ...], user: AuthenticatedUser) -> None:
+    """A study and a prior one next to each other, with the change of each probability."""
+    if len(studies) < 2:
+        st.caption("A second film of this patient is needed for a comparison.")
+        return
+    labels = {s.study_id: f"{ui.fmt_datetime(s.uploaded_at)} · {s.original_filename}" for s in studies}
+    ids = list(labels)
+    pick, prior_pick = st.columns(2)
+    chosen = pick.selectbox("Study", ids, index=0, format_func=lambda i: labels[i], key="xr.cmp.study")
+    priors = [i for i in ids if i != chosen]
+    prior = prior_pick.selectbox(
+        "Compared with", priors, index=0, format_func=lambda i: labels[i], key="xr.cmp.prior"
+    )
+    if chosen is None or prior is None:
+        return
+    # Shown inside the history, whose opening is audited: no audit row per rerun of the comparison.
+    now, before = (diagnosis.get_diagnosis(i, user, audit=False) for i in (chosen, prior))
+    for column, view in zip(st.columns(2), (now, before), strict=True):
+        with column:
+            st.markdown(
+                triage_badge(view.triage_level, view.uncertain)
+                + f" :gray[{ui.fmt_datetime(view.uploaded_at)}]"
+            )
+            st.image(str(view.image_path), width="stretch")
+    earlier = {f.name: f.probability for f in before.findings}
+    st.dataframe(
+        [
+            {
+                "Finding": f.label,
+                "Study": round(f.probability, 3),
+                "Prior": round(earlier.get(f.name, float("nan")), 3),
+                "Change": round(f.probability - earlier.get(f.name, float("nan")), 3),
+            }
+            for f in sorted(now.findings, key=lambda f: -f.probability)
+        ],
+        hide_index=True,
+    )

@@ -1,0 +1,127 @@
+"""Revision 0002 (studies, diagnoses) on SQLite and PostgreSQL: upgrade over existing records, the
+constraints it promises, and a downgrade that removes only its own tables."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import IntegrityError
+
+from db.migrate import downgrade, upgrade
+from db.session import create_db_engine
+from tests.conftest import create_postgres_schema, drop_postgres_schema
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine_at_0001(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Engine]]:
+    """A database at revision 0001 holding one user, one patient and one visit."""
+    schema = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'm.db'}"
+    else:
+        schema, url = create_postgres_schema("cxr_m2")
+    upgrade("0001", url=url)
+    engine = create_db_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO users (id, username, full_name, role, password_hash, failed_attempts, active,"
+                " created_at, version) VALUES (1, 'u', 'U', 'doctor', 'x', 0, :t, :now, 1)"
+            ),
+            {"t": True, "now": NOW},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO patients (id, patient_id, given_name, family_name, given_norm, family_norm, sex,"
+                " date_of_birth, phone, email, address, special_notes, created_at, updated_at, version)"
+                " VALUES (1, 'ED-1', 'A', 'B', 'a', 'b', 'female', :dob, '', '', '', '', :now, :now, 1)"
+            ),
+            {"dob": date(1970, 1, 1), "now": NOW},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO visits (id, patient_pk, visit_date, reason, notes, created_at, updated_at, version)"
+                " VALUES (1, 1, :d, 'cough', '', :now, :now, 1)"
+            ),
+            {"d": date(2026, 11, 23), "now": NOW},
+        )
+    try:
+        yield url, engine
+    finally:
+        engine.dispose()
+        if schema is not None:
+            drop_postgres_schema(schema)
+
+
+def _study(conn, sha: str = "a" * 64, study_id: int = 1, status: str = "new", visit: int | None = 1) -> None:  # type: ignore[no-untyped-def]
+    conn.execute(
+        text(
+            "INSERT INTO studies (id, patient_pk, visit_pk, sha256, file_path, preview_path, thumbnail_path,"
+            " original_filename, source_format, byte_size, width, height, dicom, uploaded_by, uploaded_at,"
+            " status, version) VALUES (:id, 1, :visit, :sha, 'originals/aa/x.png', 'renders/p.jpg',"
+            " 'renders/t.jpg', 'x.png', 'png', 10, 1024, 1024, NULL, 1, :now, :status, 1)"
+        ),
+        {"id": study_id, "sha": sha, "now": NOW, "status": status, "visit": visit},
+    )
+
+
+def _diagnosis(conn, study_id: int = 1, level: str = "urgent") -> None:  # type: ignore[no-untyped-def]
+    conn.execute(
+        text(
+            "INSERT INTO diagnoses (study_id, classifier_version, detector_version, probabilities, thresholds,"
+            " flagged, top3, detections, triage_level, uncertain, uncertain_reason, triage_rule, scope_score,"
+            " scope_limit, timings, overlay_path, heatmap_path, created_at, created_by) VALUES (:s, 'v1',"
+            " NULL, '{}', '{}', '[]', '[]', '[]', :level, :f, '', '{}', 1.0, 2.0, '{}', NULL, NULL, :now, 1)"
+        ),
+        {"s": study_id, "level": level, "f": False, "now": NOW},
+    )
+
+
+def test_upgrade_keeps_records_and_downgrade_removes_only_studies(engine_at_0001) -> None:  # type: ignore[no-untyped-def]
+    url, engine = engine_at_0001
+    upgrade("0002", url=url)
+    assert {"studies", "diagnoses"} <= set(inspect(engine).get_table_names())
+    with engine.begin() as conn:
+        _study(conn)
+        _diagnosis(conn)
+    downgrade("0001", url=url)
+    tables = set(inspect(engine).get_table_names())
+    assert "studies" not in tables and "diagnoses" not in tables
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT patient_id FROM patients")).scalars().all() == ["ED-1"]
+    upgrade("head", url=url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM studies")).scalar() == 0
+
+
+def test_constraints(engine_at_0001) -> None:  # type: ignore[no-untyped-def]
+    url, engine = engine_at_0001
+    upgrade("0002", url=url)
+    with engine.begin() as conn:
+        _study(conn)
+        _diagnosis(conn)
+    # The same image twice for one patient is one study.
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        _study(conn, study_id=2)
+    for bad in (
+        lambda c: _study(c, sha="b" * 64, study_id=3, status="done"),
+        lambda c: _diagnosis(c, level="stat"),
+    ):
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            bad(conn)
+    # A patient with images is not deleted by a cascade; a removed visit only unlinks its studies.
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(text("DELETE FROM patients WHERE id = 1"))
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM visits WHERE id = 1"))
+        assert conn.execute(text("SELECT visit_pk FROM studies WHERE id = 1")).scalar() is None
+    # Diagnoses go with their study.
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM studies WHERE id = 1"))
+        assert conn.execute(text("SELECT count(*) FROM diagnoses")).scalar() == 0

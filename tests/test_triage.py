@@ -1,0 +1,121 @@
+"""The triage rule (core/triage.py): levels, the uncertain band, scope, and card overrides."""
+
+from __future__ import annotations
+
+import pytest
+
+from core import triage
+from core.triage import PRIORITY, ROUTINE, URGENT, FindingRule, TriagePolicy, assess
+from db.models import TRIAGE_LEVELS
+
+RULES = (
+    FindingRule("Pneumothorax", 0.10, urgent=True),  # urgent cut: sigmoid(logit(0.10) + 1) = 0.232
+    FindingRule("Effusion", 0.20, urgent=True),  # urgent only when large: 0.5 by default
+    FindingRule("Nodule", 0.10),
+    FindingRule("Hernia", 0.02),
+)
+LOW = {"Pneumothorax": 0.01, "Effusion": 0.02, "Nodule": 0.01, "Hernia": 0.001}
+
+
+def read(scope: float = 1.0, limit: float = 2.0, policy: TriagePolicy | None = None, **probs: float):  # type: ignore[no-untyped-def]
+    return assess(RULES, {**LOW, **probs}, scope, limit, policy)
+
+
+def test_levels_are_the_databases_and_ordered_most_pressing_first() -> None:
+    assert triage.LEVELS == TRIAGE_LEVELS == (URGENT, PRIORITY, ROUTINE)
+
+
+def test_nothing_near_a_threshold_is_a_confident_routine() -> None:
+    t = read()
+    assert (t.level, t.uncertain, t.reason, t.drivers) == (ROUTINE, False, "", ())
+
+
+def test_flagged_finding_is_priority() -> None:
+    t = read(Nodule=0.3)
+    assert (t.level, t.uncertain, t.drivers) == (PRIORITY, False, ("Nodule",))
+    assert "Nodule 30.0%" in t.explanation
+
+
+def test_urgent_finding_needs_a_margin_over_its_threshold() -> None:
+    cut = TriagePolicy().urgent_cut(RULES[0])
+    assert cut == pytest.approx(0.2320, abs=1e-4)
+    # over the (high-sensitivity) threshold but well under the urgent cut: flagged, so priority
+    assert read(Pneumothorax=0.15).level == PRIORITY
+    clear = read(Pneumothorax=0.6)
+    assert (clear.level, clear.uncertain, clear.drivers) == (URGENT, False, ("Pneumothorax",))
+    assert clear.rule["urgent_cuts"]["Pneumothorax"] == pytest.approx(cut, abs=1e-6)
+
+
+def test_the_cards_rule_in_threshold_is_the_urgent_cut_when_present() -> None:
+    rules = (FindingRule("Pneumothorax", 0.05, urgent=True, rule_in=0.28), FindingRule("Nodule", 0.10))
+    probs = {"Pneumothorax": 0.20, "Nodule": 0.01}
+    # margin rule alone would make 0.20 urgent (cut 0.125); the rule-in cut keeps it a priority read
+    assert TriagePolicy().urgent_cut(rules[0]) == pytest.approx(0.28)
+    assert assess(rules, probs, 1.0, 2.0).level == PRIORITY
+    assert assess(rules, {**probs, "Pneumothorax": 0.35}, 1.0, 2.0).level == URGENT
+    card = {
+        "findings": [{"name": "Pneumothorax", "threshold": 0.05, "urgent": True, "rule_in_threshold": 0.28}]
+    }
+    assert triage.rules_from_card(card)[0].rule_in == pytest.approx(0.28)
+
+
+def test_effusion_is_urgent_only_when_probable_enough_to_stand_for_large() -> None:
+    assert read(Effusion=0.3).level == PRIORITY
+    assert read(Effusion=0.7).level == URGENT
+    near = read(Effusion=0.46)
+    assert near.level == PRIORITY and near.uncertain and "close to urgent" in near.reason
+
+
+@pytest.mark.parametrize(
+    ("probs", "level", "phrase"),
+    [
+        ({"Nodule": 0.095}, ROUTINE, "just under the threshold: Nodule 9.5% vs 10.0%"),
+        ({"Nodule": 0.105}, PRIORITY, "only just over"),
+        ({"Pneumothorax": 0.22}, PRIORITY, "close to urgent: Pneumothorax 22.0% (urgent from 23.2%)"),
+        ({"Pneumothorax": 0.24}, URGENT, "only just over the urgent cut"),
+    ],
+)
+def test_a_probability_within_the_band_of_a_deciding_cut_is_uncertain(
+    probs: dict[str, float], level: str, phrase: str
+) -> None:
+    t = read(**probs)
+    assert t.level == level
+    assert t.uncertain and phrase in t.reason
+
+
+def test_a_clear_finding_removes_the_doubt_of_a_marginal_one() -> None:
+    # priority rests on the nodule, not on the marginal hernia
+    assert not read(Nodule=0.4, Hernia=0.021).uncertain
+    # urgent rests on a clear pneumothorax, not on the marginal effusion
+    assert not read(Pneumothorax=0.7, Effusion=0.51).uncertain
+
+
+def test_an_image_near_the_scope_limit_is_uncertain_whatever_the_level() -> None:
+    t = read(scope=1.7, limit=2.0, Nodule=0.4)
+    assert t.level == PRIORITY and t.uncertain and "less typical" in t.reason
+    assert not read(scope=1.5, limit=2.0, Nodule=0.4).uncertain
+
+
+def test_card_overrides_policy_and_per_finding_cut() -> None:
+    card = {
+        "findings": [
+            {"name": "Pneumothorax", "threshold": 0.1, "urgent": True},
+            {"name": "Effusion", "threshold": 0.2, "urgent": True, "urgent_min_probability": 0.8},
+            {"name": "Nodule", "threshold": 0.1, "urgent": False},
+        ],
+        "triage": {"urgent_margin": 0.5, "uncertain_band": 0.1, "scope_warning": 0.9},
+    }
+    policy = triage.policy_from_card(card)
+    rules = triage.rules_from_card(card)
+    assert (policy.urgent_margin, policy.uncertain_band, policy.scope_warning) == (0.5, 0.1, 0.9)
+    assert policy.urgent_cut(rules[1]) == 0.8
+    probs = {"Pneumothorax": 0.16, "Effusion": 0.7, "Nodule": 0.0}
+    t = assess(rules, probs, 1.0, 2.0, policy)
+    # Pneumothorax cut = sigmoid(logit(0.1) + 0.5) = 0.155; the effusion is under its card cut
+    assert t.level == URGENT and t.drivers == ("Pneumothorax",)
+    assert t.rule["version"] == triage.RULE_VERSION and t.rule["uncertain_band"] == 0.1
+
+
+def test_a_card_without_a_triage_section_uses_the_defaults() -> None:
+    policy = triage.policy_from_card({"findings": []})
+    assert policy == TriagePolicy()
