@@ -81,6 +81,30 @@ def chromium_page(width: int = 1400, height: int = 1000) -> Iterator[object]:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            yield browser.new_context(viewport={"width": width, "height": height}).new_page()
+            context = browser.new_context(viewport={"width": width, "height": height})
+            context.set_default_timeout(STEP_MS)  # actions too, not only expect(): a loaded CI machine is slow
+            yield context.new_page()
         finally:
             browser.close()
+
+
+def choose_option(page, combobox, option: str, attempts: int = 3) -> None:  # type: ignore[no-untyped-def]
+    """Pick ``option`` in a Streamlit selectbox.
+
+    The dropdown is a popover that a rerun arriving at the same moment can close again before the option is
+    clicked (seen once in CI), so open it again until the option shows, a bounded number of times.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    wanted = page.get_by_role("option", name=option, exact=True)
+    for attempt in range(attempts):
+        combobox.click()
+        try:
+            wanted.wait_for(state="visible", timeout=STEP_MS // 4)
+        except PlaywrightTimeout:
+            if attempt == attempts - 1:
+                raise
+            page.keyboard.press("Escape")
+            continue
+        wanted.click()
+        return

@@ -23,7 +23,7 @@ from core.records import AllergyInput, Demographics, add_allergy, create_patient
 from db import models
 from db.migrate import upgrade
 from db.session import dispose_engines, session_scope
-from tests.browser_support import CHROMIUM, STEP_MS, chromium_page, running_streamlit
+from tests.browser_support import CHROMIUM, STEP_MS, choose_option, chromium_page, running_streamlit
 
 pytestmark = pytest.mark.browser
 
@@ -112,8 +112,7 @@ def test_log_in_find_patient_by_id_and_add_an_allergy(server: Server, page, tmp_
     form = page.get_by_test_id("stForm").filter(has=page.get_by_label("Substance *"))
     form.get_by_label("Substance *").fill("Penicillin")
     form.get_by_label("Reaction").fill("anaphylaxis")
-    form.get_by_label("Severity").click()
-    page.get_by_role("option", name="Severe").click()
+    choose_option(page, form.get_by_label("Severity"), "Severe")
     form.get_by_role("button", name="Add allergy").click()
 
     expect(page.get_by_text("Allergy added.")).to_be_visible(timeout=STEP_MS)
