@@ -31,16 +31,20 @@ worklist = st.Page(
     "pages/worklist.py", title="Emergency worklist", icon=":material/emergency:", url_path="ed-worklist"
 )
 audit = st.Page("pages/audit.py", title="Audit log", icon=":material/policy:", url_path="audit-log")
+models = st.Page(
+    "pages/models.py", title="Models", icon=":material/model_training:", url_path="model-versions"
+)
 clinical = [patients, worklist, record, xray, history]
+admin_only = [audit, models]
 
 if user is None:
     # Every page stays registered (hidden), so a bookmarked URL shows the login form rather than
     # "page not found", and opens the requested page once the login succeeds.
-    st.navigation([*clinical, audit], position="hidden")
+    st.navigation([*clinical, *admin_only], position="hidden")
     login_form()
     st.stop()
 
-page = st.navigation([*clinical, audit] if user.is_admin else clinical)
+page = st.navigation([*clinical, *admin_only] if user.is_admin else clinical)
 with st.sidebar:
     st.markdown(f"**{ui.md(user.full_name or user.username)}**  \n:gray[{user.username} · {user.role}]")
     if st.button("Log out", icon=":material/logout:"):
