@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "seed": "core.cli.seed",
     "create-user": "core.cli.users",
     "diagnose": "core.cli.diagnose",
+    "models": "core.cli.models",
 }
 
 

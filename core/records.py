@@ -87,6 +87,8 @@ AUDIT_ACTIONS: tuple[str, ...] = (
     "delete",
     "seed",
     "diagnose",
+    "promote",
+    "promote_refused",
 )
 
 
