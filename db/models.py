@@ -6,7 +6,8 @@ silently (the second flush raises ``StaleDataError``, which the services turn in
 
 X-ray studies (an uploaded image in a patient's record) and diagnoses (the models' read of a study, naming
 the model versions) follow the records. A diagnosis row is written once and never updated: a doctor's
-correction (next issue) is a new row that points at ``diagnoses.id``.
+correction is a row of its own (``corrections``) that points at ``diagnoses.id``; corrections are
+append-only too, and the newest one of a study is its current reading.
 """
 
 from __future__ import annotations
@@ -34,8 +35,11 @@ SEXES: tuple[str, ...] = ("female", "male", "other", "unknown")
 ALLERGY_KINDS: tuple[str, ...] = ("drug", "food", "other")
 SEVERITIES: tuple[str, ...] = ("mild", "moderate", "severe", "life-threatening")
 CONDITION_STATUSES: tuple[str, ...] = ("active", "resolved")
-# new: nobody has reviewed the model's read yet (the worklist); reviewed / corrected: a doctor has (next issue).
+# new: nobody has reviewed the model's read yet (the worklist); reviewed: a doctor agreed with it; corrected: a
+# doctor changed a finding or a box (core.corrections).
 STUDY_STATUSES: tuple[str, ...] = ("new", "reviewed", "corrected")
+# What a doctor says about one finding in a correction.
+FINDING_LABELS: tuple[str, ...] = ("present", "absent", "uncertain")
 SOURCE_FORMATS: tuple[str, ...] = ("png", "jpeg", "dicom")
 # Most pressing first: the worklist sorts by this order (see core.triage).
 TRIAGE_LEVELS: tuple[str, ...] = ("urgent", "priority", "routine")
@@ -66,6 +70,7 @@ LIMITS: dict[str, int] = {
     "original_filename": 255,
     "model_version": 64,
     "triage_reason": 1000,
+    "correction_note": 2000,
 }
 
 
@@ -306,3 +311,32 @@ class Diagnosis(Base):
     created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
 
     study: Mapped[Study] = relationship(back_populates="diagnoses")
+
+
+class Correction(Base):
+    """A doctor's reading of one study, saved beside (never over) the model's read it started from.
+
+    Append-only: every save is a new row and the newest row of a study is its current reading; the model's
+    ``diagnoses`` row is never touched. ``labels`` maps every finding of the diagnosis to one of
+    ``FINDING_LABELS``; ``boxes`` is ``[{"label", "x1", "y1", "x2", "y2"}, ...]`` in the study's frame
+    (``studies.width`` x ``height``, the original image's pixels), labels from the detector's class list.
+    ``reviewed`` says the doctor marked the study reviewed with this save (a draft does not);
+    ``status`` is the study's status after this save.
+    """
+
+    __tablename__ = "corrections"
+    __table_args__ = (
+        CheckConstraint(_in("status", STUDY_STATUSES), name="status"),
+        Index("ix_corrections_study", "study_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    diagnosis_id: Mapped[int] = mapped_column(ForeignKey("diagnoses.id", ondelete="CASCADE"), index=True)
+    labels: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    boxes: Mapped[list[Any]] = mapped_column(JSONDocument)
+    note: Mapped[str] = mapped_column(String(LIMITS["correction_note"]), default="")
+    reviewed: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[str] = mapped_column(String(16))
+    created_by: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -27,7 +27,17 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, selectinload
 
 from db.base import utcnow
-from db.models import Allergy, AuditLog, ChronicCondition, Diagnosis, Patient, Study, User, Visit
+from db.models import (
+    Allergy,
+    AuditLog,
+    ChronicCondition,
+    Correction,
+    Diagnosis,
+    Patient,
+    Study,
+    User,
+    Visit,
+)
 
 
 def prefix_bounds(prefix: str) -> tuple[str, str]:
@@ -427,3 +437,65 @@ def stored_path_in_use(session: Session, relpath: str) -> bool:
     in_studies = select(Study.id).where(or_(*(c == relpath for c in study_cols))).limit(1)
     in_diagnoses = select(Diagnosis.id).where(or_(*(c == relpath for c in diagnosis_cols))).limit(1)
     return session.scalar(in_studies) is not None or session.scalar(in_diagnoses) is not None
+
+
+# ------------------------------------------------------------------ corrections
+
+
+def add_correction(session: Session, **fields: Any) -> Correction:
+    """Insert a correction and flush. Corrections are never updated: a new save is a new row."""
+    correction = Correction(**fields)
+    session.add(correction)
+    session.flush()
+    return correction
+
+
+def latest_correction(session: Session, study_id: int, *, reviewed_only: bool = False) -> Correction | None:
+    """The newest correction of a study (its current reading), or the newest one marked reviewed."""
+    query = select(Correction).where(Correction.study_id == study_id)
+    if reviewed_only:
+        query = query.where(Correction.reviewed.is_(True))
+    return session.scalars(query.order_by(Correction.id.desc()).limit(1)).first()
+
+
+def corrections_of_study(session: Session, study_id: int) -> Sequence[Row[Correction, str]]:
+    """(correction, author's username) pairs of one study, newest first."""
+    return session.execute(
+        select(Correction, User.username)
+        .join(User, User.id == Correction.created_by)
+        .where(Correction.study_id == study_id)
+        .order_by(Correction.id.desc())
+    ).all()
+
+
+def new_studies_with_latest_diagnosis(
+    session: Session, limit: int
+) -> Sequence[Row[Study, Diagnosis, Patient]]:
+    """(study, newest diagnosis, patient) of at most ``limit`` studies still 'new', oldest upload first."""
+    return session.execute(
+        select(Study, Diagnosis, Patient)
+        .join(Diagnosis, Diagnosis.id == _latest_diagnosis_id())
+        .join(Patient, Patient.id == Study.patient_pk)
+        .where(Study.status == "new")
+        .order_by(Study.uploaded_at, Study.id)
+        .limit(limit)
+    ).all()
+
+
+def reviewed_studies_for_export(session: Session) -> Sequence[Row[Study, Patient, Correction, str]]:
+    """(study, patient, newest reviewed correction, its author's username) of every study a doctor has
+    reviewed or corrected, in study order."""
+    latest_reviewed = (
+        select(func.max(Correction.id))
+        .where(Correction.study_id == Study.id, Correction.reviewed.is_(True))
+        .correlate(Study)
+        .scalar_subquery()
+    )
+    return session.execute(
+        select(Study, Patient, Correction, User.username)
+        .join(Correction, Correction.id == latest_reviewed)
+        .join(Patient, Patient.id == Study.patient_pk)
+        .join(User, User.id == Correction.created_by)
+        .where(Study.status.in_(("reviewed", "corrected")))
+        .order_by(Study.id)
+    ).all()
