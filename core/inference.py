@@ -18,6 +18,10 @@ from core.detector import DetectionResult, Detector
 from core.model_registry import active_model_dir, read_registry
 
 _lock = threading.Lock()
+# Keyed on the version folder, which the getters resolve from registry.json on every call (one small file
+# read): a promotion takes effect on the next call without reloading a model per call, and an analysis that
+# already holds the previous version finishes with it. Superseded versions stay loaded until the process
+# ends (a few MB each), which keeps a rollback instant.
 _classifiers: dict[Path, Classifier] = {}
 _detectors: dict[Path, Detector] = {}
 

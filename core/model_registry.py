@@ -438,7 +438,7 @@ def _compare(candidate: ModelVersion, against: ModelVersion | None) -> Compariso
     kind = candidate.kind
     if against is None:
         return Comparison(kind, candidate, None, None, "no active version")
-    unfair, notes = _fairness(candidate, against)
+    unfair, notes = _fairness(candidate, against) if against.version != candidate.version else ((), ())
     if candidate.value is None or against.value is None:
         return Comparison(kind, candidate, against, None, "unmeasured", not unfair, unfair, notes)
     delta = candidate.value - against.value
