@@ -87,6 +87,8 @@ AUDIT_ACTIONS: tuple[str, ...] = (
     "delete",
     "seed",
     "diagnose",
+    "correct",
+    "export",
     "promote",
     "promote_refused",
 )

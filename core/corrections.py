@@ -1,0 +1,533 @@
+"""Doctors' corrections of the models' reads: the editor's starting point, saving, the review queue, history.
+
+A correction is saved **beside** the model's read, never over it (as MONAI Label keeps ORIGINAL and FINAL
+labels apart): each save is a new ``corrections`` row pointing at the diagnosis it corrects, and the newest
+row of a study is its current reading. A correction says, for every finding of the classifier, whether it
+is ``present``, ``absent`` or ``uncertain``, and lists the boxes (detector classes, in the original image's
+pixels). Saving with ``mark_reviewed`` sets the study's status: **reviewed** when the doctor agreed with the
+model (the labels are exactly "flagged findings present, the others absent" and the boxes are the model's),
+**corrected** when anything differs. The status change is guarded by ``studies.version``: of two doctors
+saving the same study at once, the second gets ``ConflictError`` and nothing of the first is lost.
+
+Each public function is one user action with its own transaction (audit row included) and returns frozen
+DTOs; nothing here imports Streamlit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
+from sqlalchemy.orm.exc import StaleDataError
+
+from core import storage
+from core.auth import AuthenticatedUser
+from core.diagnosis import Box, FindingRead
+from core.errors import ConflictError, NotFound, ValidationError
+from core.training.nih_boxes import CLASSES  # numpy/pandas only: no torch or Ultralytics at import
+from core.validation import Checker
+from db import models
+from db import repository as repo
+from db.models import FINDING_LABELS
+from db.session import session_scope
+
+__all__ = [
+    "BOX_CLASSES",
+    "FINDING_LABELS",
+    "MAX_BOXES",
+    "CorrectedBox",
+    "CorrectionView",
+    "EditorState",
+    "QueueItem",
+    "boxes_from_xywh",
+    "correction_history",
+    "get_editor_state",
+    "review_queue",
+    "save_correction",
+]
+
+#: The labels a box can carry: the detector's class list (the one its training data set was built with).
+BOX_CLASSES: tuple[str, ...] = CLASSES
+PRESENT, ABSENT, UNCERTAIN = FINDING_LABELS
+MAX_BOXES = 50
+#: A box within this many original pixels of the model's counts as the model's: the editor hands boxes back
+#: as floats scaled to and from its canvas, and the model's boxes are stored to 0.1 px.
+BOX_TOLERANCE_PX = 1.0
+#: How many of the oldest unreviewed studies the review queue ranks (far more than an ED accumulates).
+QUEUE_SCAN_LIMIT = 5000
+_LOGIT_EPS = 1e-6
+CONFLICT = "This study was changed by someone else since you opened it"
+
+
+# ---------------------------------------------------------------- DTOs
+
+
+@dataclass(frozen=True)
+class CorrectedBox:
+    """A box as a doctor left it, in the original image's pixels (x to the right, y down)."""
+
+    label: str
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "x1": self.x1, "y1": self.y1, "x2": self.x2, "y2": self.y2}
+
+    @classmethod
+    def from_model(cls, box: Box) -> CorrectedBox:
+        return cls(box.label, box.x1, box.y1, box.x2, box.y2)
+
+
+@dataclass(frozen=True)
+class EditorState:
+    """What the correction editor opens with: the model's read (never changed) and the reading to edit,
+    pre-filled from the newest correction, else from the model. Pass ``study_version`` back on save."""
+
+    study_id: int
+    diagnosis_id: int
+    patient_id: str
+    patient_name: str
+    status: str
+    study_version: int
+    width: int  # the frame of every box
+    height: int
+    preview_path: Path  # the display image (at most 2048 px; scale boxes by its size / width)
+    findings: tuple[FindingRead, ...]  # the model's read, model card order
+    model_boxes: tuple[Box, ...]  # the model's detections
+    detector_ran: bool
+    labels: dict[str, str]  # finding -> present | absent | uncertain
+    boxes: tuple[CorrectedBox, ...]
+    note: str
+    based_on: int | None  # the correction pre-filled from; None: the model's read
+    based_on_by: str = ""
+    based_on_at: datetime | None = None
+    unusable_model_boxes: int = 0  # model boxes whose label is not a detector class (left out of the editor)
+
+    @property
+    def finding_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.findings)
+
+    @property
+    def model_labels(self) -> dict[str, str]:
+        """The model's read as labels: findings over their thresholds present, the others absent."""
+        return {f.name: PRESENT if f.flagged else ABSENT for f in self.findings}
+
+
+@dataclass(frozen=True)
+class CorrectionView:
+    """One saved correction, with how it differs from the model's read it points at."""
+
+    id: int
+    study_id: int
+    diagnosis_id: int
+    labels: dict[str, str]
+    boxes: tuple[CorrectedBox, ...]
+    note: str
+    reviewed: bool
+    status: str  # the study's status after this save
+    created_by: str
+    created_at: datetime
+    changed_findings: tuple[str, ...]  # findings labelled otherwise than the model read them
+    boxes_changed: bool
+    study_version: int | None = None  # the study's version after the save (set by save_correction only)
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """An unreviewed study in the review queue; ``margin`` is how close its read is to flipping a finding."""
+
+    study_id: int
+    patient_id: str
+    patient_name: str
+    uploaded_at: datetime
+    triage_level: str
+    uncertain: bool
+    uncertain_reason: str
+    margin: float  # min over findings of |logit(p) - logit(threshold)|
+    closest_finding: str
+    closest_probability: float
+    closest_threshold: float
+    flagged: tuple[str, ...]
+    thumbnail_path: Path
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _patient_name(p: models.Patient) -> str:
+    return f"{p.family_name.upper()}, {p.given_name}"
+
+
+def _findings(diagnosis: models.Diagnosis) -> tuple[FindingRead, ...]:
+    return tuple(
+        FindingRead(
+            t["name"], float(diagnosis.probabilities[t["name"]]), float(t["threshold"]), bool(t["urgent"])
+        )
+        for t in diagnosis.thresholds
+    )
+
+
+def _model_boxes(diagnosis: models.Diagnosis) -> tuple[Box, ...]:
+    return tuple(
+        Box(d["label"], float(d["confidence"]), *(float(v) for v in d["box"])) for d in diagnosis.detections
+    )
+
+
+def _model_labels(diagnosis: models.Diagnosis) -> dict[str, str]:
+    flagged = set(diagnosis.flagged)
+    return {t["name"]: PRESENT if t["name"] in flagged else ABSENT for t in diagnosis.thresholds}
+
+
+def _ordered(labels: Mapping[str, str], diagnosis: models.Diagnosis) -> dict[str, str]:
+    """Stored labels in model card order (PostgreSQL's JSONB does not keep an object's key order)."""
+    names = [t["name"] for t in diagnosis.thresholds]
+    return {**{n: labels[n] for n in names if n in labels}, **labels}
+
+
+def _editable_model_boxes(diagnosis: models.Diagnosis) -> tuple[CorrectedBox, ...]:
+    return tuple(CorrectedBox.from_model(b) for b in _model_boxes(diagnosis) if b.label in BOX_CLASSES)
+
+
+def _stored_boxes(values: Iterable[Mapping[str, Any]]) -> tuple[CorrectedBox, ...]:
+    return tuple(
+        CorrectedBox(str(b["label"]), float(b["x1"]), float(b["y1"]), float(b["x2"]), float(b["y2"]))
+        for b in values
+    )
+
+
+def _same_boxes(a: Sequence[CorrectedBox], b: Sequence[CorrectedBox]) -> bool:
+    """Whether two box lists are the same boxes (any order), each corner within BOX_TOLERANCE_PX."""
+    if len(a) != len(b):
+        return False
+    unmatched = list(b)
+    for box in a:
+        match = next(
+            (
+                other
+                for other in unmatched
+                if other.label == box.label
+                and all(
+                    abs(p - q) <= BOX_TOLERANCE_PX
+                    for p, q in zip(
+                        (box.x1, box.y1, box.x2, box.y2),
+                        (other.x1, other.y1, other.x2, other.y2),
+                        strict=True,
+                    )
+                )
+            ),
+            None,
+        )
+        if match is None:
+            return False
+        unmatched.remove(match)
+    return True
+
+
+def _view(
+    c: models.Correction, username: str, diagnosis: models.Diagnosis, study_version: int | None = None
+) -> CorrectionView:
+    model = _model_labels(diagnosis)
+    boxes = _stored_boxes(c.boxes)
+    return CorrectionView(
+        id=c.id,
+        study_id=c.study_id,
+        diagnosis_id=c.diagnosis_id,
+        labels=_ordered(c.labels, diagnosis),
+        boxes=boxes,
+        note=c.note,
+        reviewed=c.reviewed,
+        status=c.status,
+        created_by=username,
+        created_at=c.created_at,
+        changed_findings=tuple(name for name in model if c.labels.get(name) != model[name]),
+        boxes_changed=not _same_boxes(boxes, _editable_model_boxes(diagnosis)),
+        study_version=study_version,
+    )
+
+
+def _load(session: Session, study_id: int) -> tuple[models.Study, models.Diagnosis]:
+    study = repo.get_study(session, study_id)
+    if study is None:
+        raise NotFound(f"No X-ray study with ID {study_id}.")
+    diagnosis = repo.latest_diagnosis(session, study.id)
+    if diagnosis is None:  # cannot happen through diagnose_upload, which saves both together
+        raise NotFound(f"Study {study_id} has no diagnosis to correct.")
+    return study, diagnosis
+
+
+def _check_version(current: int, expected: int) -> None:
+    if current != expected:
+        raise StaleDataError("study version changed")
+
+
+def _conflict(study_id: int) -> ConflictError:
+    """The message for a lost race, naming the save that won it when there is one."""
+    with session_scope() as session:
+        rows = repo.corrections_of_study(session, study_id)
+        if rows:
+            c, username = rows[0]
+            who = f" ({username} saved a reading at {c.created_at:%Y-%m-%d %H:%M} UTC)"
+        else:
+            who = ""
+    return ConflictError(f"{CONFLICT}{who} — reload to see the latest reading; your changes were not saved.")
+
+
+def _check_labels(labels: Mapping[str, str], names: Sequence[str]) -> list[str]:
+    problems = [f"{name!r} is not a finding of this read." for name in labels if name not in names]
+    missing = [name for name in names if name not in labels]
+    if missing:
+        problems.append(f"No label for {', '.join(missing)}.")
+    problems += [
+        f"{labels[name]!r} is not a label for {name}: choose {', '.join(FINDING_LABELS)}."
+        for name in names
+        if name in labels and labels[name] not in FINDING_LABELS
+    ]
+    return problems
+
+
+def _check_boxes(
+    boxes: Sequence[CorrectedBox | Mapping[str, Any]], width: int, height: int
+) -> tuple[list[CorrectedBox], list[str]]:
+    if len(boxes) > MAX_BOXES:
+        return [], [f"At most {MAX_BOXES} boxes can be saved (got {len(boxes)})."]
+    checked: list[CorrectedBox] = []
+    problems: list[str] = []
+    for n, raw in enumerate(boxes, start=1):
+        try:
+            box = raw if isinstance(raw, CorrectedBox) else _stored_boxes([raw])[0]
+            coords = [float(v) for v in (box.x1, box.y1, box.x2, box.y2)]
+        except (KeyError, TypeError, ValueError):
+            problems.append(f"Box {n} is not a label with four coordinates.")
+            continue
+        x1, y1, x2, y2 = coords
+        if box.label not in BOX_CLASSES:
+            problems.append(f"Box {n}: {box.label!r} is not a box class ({', '.join(BOX_CLASSES)}).")
+        elif not all(math.isfinite(v) for v in coords):
+            problems.append(f"Box {n} has a coordinate that is not a number.")
+        elif x2 <= x1 or y2 <= y1:
+            problems.append(f"Box {n} ({box.label}) has no area.")
+        elif x1 < 0 or y1 < 0 or x2 > width or y2 > height:
+            problems.append(f"Box {n} ({box.label}) reaches outside the image ({width} x {height} px).")
+        else:
+            checked.append(CorrectedBox(box.label, *(round(v, 1) for v in coords)))
+    return checked, problems
+
+
+# ---------------------------------------------------------------- use cases
+
+
+def boxes_from_xywh(
+    items: Iterable[Mapping[str, Any]], scale: float, width: int, height: int
+) -> tuple[CorrectedBox, ...]:
+    """Boxes an editor drew on a scaled copy of the image (``{"label", "bbox": [x, y, w, h]}``, with
+    ``scale`` = original pixels per editor pixel) as boxes in the original frame, rounded to 0.1 px.
+
+    Coordinates past an edge by at most one pixel (float noise of the scaling) are pulled onto the edge;
+    anything further out is left for :func:`save_correction` to refuse.
+    """
+    result = []
+    for item in items:
+        x, y, w, h = (float(v) * scale for v in item["bbox"])
+        x1, y1, x2, y2 = x, y, x + w, y + h
+        x1, y1 = (0.0 if -1.0 <= v < 0 else v for v in (x1, y1))
+        x2 = float(width) if width < x2 <= width + 1.0 else x2
+        y2 = float(height) if height < y2 <= height + 1.0 else y2
+        result.append(CorrectedBox(str(item["label"]), *(round(v, 1) for v in (x1, y1, x2, y2))))
+    return tuple(result)
+
+
+def get_editor_state(study_id: int, actor: AuthenticatedUser, *, audit: bool = True) -> EditorState:
+    """The correction editor's starting point for a study; writes a 'view' audit row unless ``audit`` is
+    false (the same opening, fetched again after a save). ``NotFound`` for an unknown study."""
+    store = storage.FileStore()
+    with session_scope() as session:
+        study, diagnosis = _load(session, study_id)
+        patient = repo.get_patient_by_pk(session, study.patient_pk)
+        rows = repo.corrections_of_study(session, study.id)
+        model_boxes = _model_boxes(diagnosis)
+        if rows:
+            latest, username = rows[0]
+            labels, boxes, note = _ordered(latest.labels, diagnosis), _stored_boxes(latest.boxes), latest.note
+            based_on, based_on_by, based_on_at = latest.id, username, latest.created_at
+        else:
+            labels, boxes, note = _model_labels(diagnosis), _editable_model_boxes(diagnosis), ""
+            based_on, based_on_by, based_on_at = None, "", None
+        if audit:
+            repo.add_audit(
+                session,
+                user_id=actor.id,
+                username=actor.username,
+                action="view",
+                entity_type="study",
+                entity_id=str(study.id),
+                patient_id=patient.patient_id,
+                detail="correction editor",
+            )
+        return EditorState(
+            study_id=study.id,
+            diagnosis_id=diagnosis.id,
+            patient_id=patient.patient_id,
+            patient_name=_patient_name(patient),
+            status=study.status,
+            study_version=study.version,
+            width=study.width,
+            height=study.height,
+            preview_path=store.absolute(study.preview_path),
+            findings=_findings(diagnosis),
+            model_boxes=model_boxes,
+            detector_ran=diagnosis.detector_version is not None,
+            labels=labels,
+            boxes=boxes,
+            note=note,
+            based_on=based_on,
+            based_on_by=based_on_by,
+            based_on_at=based_on_at,
+            unusable_model_boxes=sum(b.label not in BOX_CLASSES for b in model_boxes),
+        )
+
+
+def save_correction(
+    study_id: int,
+    labels: Mapping[str, str],
+    boxes: Sequence[CorrectedBox | Mapping[str, Any]],
+    note: str,
+    expected_version: int,
+    actor: AuthenticatedUser,
+    mark_reviewed: bool = True,
+) -> CorrectionView:
+    """Save a doctor's reading of a study as a new correction row, beside the model's read.
+
+    ``labels`` must give every finding of the study's diagnosis one of ``FINDING_LABELS``; ``boxes`` are
+    :class:`CorrectedBox` (or ``{"label", "x1", "y1", "x2", "y2"}``) in the original image's pixels, inside
+    the image, with an area, labelled with a detector class (``BOX_CLASSES``); ``note`` is free text.
+    With ``mark_reviewed`` the study becomes 'reviewed' (agrees with the model) or 'corrected'; without it
+    the row is a draft and the status stays. Raises ``ValidationError`` (nothing saved), ``NotFound``, or
+    ``ConflictError`` when the study's version is no longer ``expected_version`` (someone saved meanwhile).
+    """
+    try:
+        with session_scope() as session:
+            study, diagnosis = _load(session, study_id)
+            names = [t["name"] for t in diagnosis.thresholds]
+            checker = Checker()
+            clean_note = checker.text("note", note, "correction_note", label="The note", multiline=True)
+            errors = dict(checker.errors)
+            label_problems = _check_labels(labels, names)
+            checked_boxes, box_problems = _check_boxes(list(boxes), study.width, study.height)
+            if label_problems:
+                errors["labels"] = " ".join(label_problems)
+            if box_problems:
+                errors["boxes"] = " ".join(box_problems)
+            if errors:
+                raise ValidationError(errors)
+            clean_labels = {name: labels[name] for name in names}  # model card order
+            _check_version(study.version, expected_version)
+
+            model_labels = _model_labels(diagnosis)
+            agrees = clean_labels == model_labels and _same_boxes(
+                checked_boxes, _editable_model_boxes(diagnosis)
+            )
+            before = study.status
+            study.status = ("reviewed" if agrees else "corrected") if mark_reviewed else study.status
+            # Every save bumps the version, even a draft that leaves the status as it was: the UPDATE's
+            # "WHERE version = ?" is what turns a concurrent save into a conflict instead of a lost reading.
+            flag_modified(study, "status")
+            session.flush()
+            correction = repo.add_correction(
+                session,
+                study_id=study.id,
+                diagnosis_id=diagnosis.id,
+                labels=clean_labels,
+                boxes=[b.as_dict() for b in checked_boxes],
+                note=clean_note,
+                reviewed=mark_reviewed,
+                status=study.status,
+                created_by=actor.id,
+            )
+            view = _view(correction, actor.username, diagnosis, study.version)
+            patient = repo.get_patient_by_pk(session, study.patient_pk)
+            repo.add_audit(
+                session,
+                user_id=actor.id,
+                username=actor.username,
+                action="correct",
+                entity_type="study",
+                entity_id=str(study.id),
+                patient_id=patient.patient_id,
+                before={"status": before},
+                after={
+                    "status": study.status,
+                    "correction_id": correction.id,
+                    "diagnosis_id": diagnosis.id,
+                    "reviewed": mark_reviewed,
+                    "changed_findings": {n: clean_labels[n] for n in view.changed_findings},
+                    "boxes": len(checked_boxes),
+                    "boxes_changed": view.boxes_changed,
+                },
+            )
+            return view
+    except StaleDataError as exc:
+        raise _conflict(study_id) from exc
+
+
+def correction_history(study_id: int) -> tuple[CorrectionView, ...]:
+    """Every correction of a study, newest first (the first is the current reading). ``NotFound`` for an
+    unknown study; an empty tuple when nobody has corrected it."""
+    with session_scope() as session:
+        study, _ = _load(session, study_id)
+        diagnoses: dict[int, models.Diagnosis] = {}
+        views = []
+        for c, username in repo.corrections_of_study(session, study.id):
+            if c.diagnosis_id not in diagnoses:
+                diagnoses[c.diagnosis_id] = session.get(models.Diagnosis, c.diagnosis_id)  # type: ignore[assignment]
+            views.append(_view(c, username, diagnoses[c.diagnosis_id]))
+        return tuple(views)
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, _LOGIT_EPS), 1.0 - _LOGIT_EPS)
+    return math.log(p / (1.0 - p))
+
+
+def review_queue(limit: int = 50) -> tuple[QueueItem, ...]:
+    """Unreviewed studies (status 'new'), least certain first, for doctors to label where it teaches most.
+
+    Rule (margin sampling on the calibrated probabilities): first the studies whose triage is marked
+    *uncertain* (a deciding cut within reach, or an image near the out-of-scope limit: the rule itself was
+    unsure), then by ``margin`` = the smallest |logit(p) - logit(threshold)| over the findings (the read
+    closest to flipping a finding), then oldest first. At most ``QUEUE_SCAN_LIMIT`` of the oldest
+    unreviewed studies are ranked.
+    """
+    store = storage.FileStore()
+    with session_scope() as session:
+        rows = repo.new_studies_with_latest_diagnosis(session, QUEUE_SCAN_LIMIT)
+        items = []
+        for s, d, p in rows:
+            findings = _findings(d)
+            closest = min(findings, key=lambda f: abs(_logit(f.probability) - _logit(f.threshold)))
+            items.append(
+                QueueItem(
+                    study_id=s.id,
+                    patient_id=p.patient_id,
+                    patient_name=_patient_name(p),
+                    uploaded_at=s.uploaded_at,
+                    triage_level=d.triage_level,
+                    uncertain=d.uncertain,
+                    uncertain_reason=d.uncertain_reason,
+                    margin=abs(_logit(closest.probability) - _logit(closest.threshold)),
+                    closest_finding=closest.name,
+                    closest_probability=closest.probability,
+                    closest_threshold=closest.threshold,
+                    flagged=tuple(d.flagged),
+                    thumbnail_path=store.absolute(s.thumbnail_path),
+                )
+            )
+    items.sort(key=lambda i: (not i.uncertain, i.margin, i.uploaded_at, i.study_id))
+    return tuple(items[: max(1, min(limit, 1000))])
