@@ -247,6 +247,18 @@ def test_refusals_that_no_reason_overrides(models_dir: ModelsDir, admin: Authent
         mr.promote("classifier", "renamed", admin, override_reason="x" * 501)
 
 
+def test_a_missing_active_version_can_be_replaced_without_a_reason(
+    models_dir: ModelsDir, admin: AuthenticatedUser
+) -> None:
+    """Nothing serves while the active folder is gone, so any readable version is an improvement."""
+    models_dir.classifier("worse", delta=-0.05)
+    models_dir.activate("classifier", "deleted-by-mistake")
+    assert not any(v.active for v in mr.list_versions("classifier"))
+    assert mr.compare("classifier", "worse").against is None
+    mr.promote("classifier", "worse", admin, expected_active="deleted-by-mistake")
+    assert models_dir.registry() == {"classifier": "worse"}
+
+
 def test_doctors_cannot_promote(models_dir: ModelsDir, doctor: AuthenticatedUser) -> None:
     models_dir.classifier("better", delta=0.02)
     with pytest.raises(PermissionDenied):
