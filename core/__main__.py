@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "create-user": "core.cli.users",
     "diagnose": "core.cli.diagnose",
     "models": "core.cli.models",
+    "retrain": "core.cli.retrain",
     "corrections": "core.cli.corrections",
 }
 

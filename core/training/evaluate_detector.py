@@ -49,8 +49,12 @@ def _data_config(data_yaml: Path) -> dict[str, Any]:
 
 
 def split_images(data_yaml: Path, split: str) -> list[Path]:
-    folder = Path(_data_config(data_yaml)[split])
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    """The images of ``split``; a split may list several folders (a retraining adds reviewed studies)."""
+    folders = _data_config(data_yaml)[split]
+    folders = folders if isinstance(folders, list) else [folders]
+    return sorted(
+        p for f in folders for p in Path(f).iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"}
+    )
 
 
 def read_labels(image: Path, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:

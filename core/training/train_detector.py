@@ -75,8 +75,12 @@ def train(
 
     from core.training.nih_boxes import CLASSES, dataset_hash
 
-    if model.endswith(".pt"):
-        raise ValueError("build from an architecture yaml (e.g. yolo11n.yaml); .pt names download weights")
+    if model.endswith(".pt") and not Path(model).is_file():
+        # a bare name such as 'yolo11n.pt' is a hub asset Ultralytics would try to download
+        raise ValueError(
+            "build from an architecture yaml (e.g. yolo11n.yaml) or fine-tune a local .pt file; "
+            f"{model!r} is not a file here"
+        )
     out, data = Path(out).resolve(), Path(data).resolve()
     yolo = YOLO(model, task="detect")
     core.yolo_env.use_threads(yolo, threads)

@@ -1,0 +1,268 @@
+"""Fine-tune the active classifier on its NIH training split plus doctors' reviewed studies; publish a candidate.
+
+    python -m core.training.retrain_classifier EXPORT_DIR [--epochs 2] [--version NAME]
+
+1. Starts from the weights of the active classifier (``--parent`` names another version).
+2. Trains on the NIH train split plus the export's reviewed studies (``core.training.corrections_data``),
+   the reviewed ones repeated ``--repeat`` times so a few hundred doctor labels are not drowned by 2,350
+   NIH rows. A finding the doctor marked *uncertain* is masked out of the loss rather than guessed.
+   Studies whose image is an NIH validation or test image are dropped and counted (leakage).
+3. Keeps the epoch with the best validation mean AUC, then runs the same evaluation as the first model
+   (``core.training.evaluate_classifier``: calibration and thresholds on val, AUC with bootstrap CIs on the
+   fixed test split) and publishes ``models/classifier/<version>/`` with its card. It is **not** made active:
+   promotion is an admin's decision on the Models page (``core.model_registry.promote``), which refuses a
+   candidate that measures worse.
+
+Learning rate 1e-4 (a tenth of the first training's peak) and two epochs: fine-tuning, not retraining from
+ImageNet, so it takes minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from core.config import get_settings  # noqa: E402
+from core.model_registry import read_registry  # noqa: E402
+from core.training import evaluate_classifier  # noqa: E402
+from core.training.corrections_data import ReviewedSet, read_export  # noqa: E402
+from core.training.nih14 import FINDINGS, Split, dataset_hash, load_splits  # noqa: E402
+from core.training.train_classifier import BestValAUC, augmenter  # noqa: E402
+
+log = logging.getLogger("retrain_classifier")
+
+
+def test_split_hash(split: Split) -> str:
+    """sha256 over the test split's image names and labels: two cards with the same hash were measured alike."""
+    digest = hashlib.sha256()
+    for name, labels in zip(split.image_index, split.labels, strict=True):
+        digest.update(str(name).encode())
+        digest.update(np.asarray(labels, np.uint8).tobytes())
+    return digest.hexdigest()
+
+
+def masked_weighted_bce(labels: np.ndarray):
+    """The first training's class-balanced BCE, with NaN labels (doctor: uncertain) contributing nothing."""
+    known = ~np.isnan(labels)
+    filled = np.nan_to_num(labels)
+    pos = filled.sum(axis=0).clip(min=1.0)
+    neg = (known.sum(axis=0) - filled.sum(axis=0)).clip(min=1.0)
+    n = known.sum(axis=0).clip(min=1.0)
+    pos_w = tf.constant(n / (2.0 * pos), tf.float32)
+    neg_w = tf.constant(n / (2.0 * neg), tf.float32)
+
+    def loss(y_true, logits):
+        y_true = tf.cast(y_true, tf.float32)
+        mask = tf.cast(tf.logical_not(tf.math.is_nan(y_true)), tf.float32)
+        y = tf.where(mask > 0, y_true, tf.zeros_like(y_true))
+        per = -(pos_w * y * tf.math.log_sigmoid(logits) + neg_w * (1.0 - y) * tf.math.log_sigmoid(-logits))
+        return tf.reduce_sum(per * mask, axis=-1) / tf.maximum(tf.reduce_sum(mask, axis=-1), 1.0)
+
+    return loss
+
+
+def training_arrays(
+    train: Split, reviewed: ReviewedSet, size: int, repeat: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """NIH train images and labels followed by the reviewed studies ``repeat`` times."""
+    extra_x = reviewed.images(size)
+    extra_y = reviewed.label_matrix()
+    x = np.concatenate([train.images, *([extra_x] * repeat)]) if len(reviewed) else train.images
+    y = np.concatenate([train.labels, *([extra_y] * repeat)]) if len(reviewed) else train.labels
+    return x, y.astype(np.float32)
+
+
+def _dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int) -> tf.data.Dataset:
+    aug = augmenter(seed)
+    ds = tf.data.Dataset.from_tensor_slices((x[..., None], y)).shuffle(len(x), seed=seed)
+    ds = ds.batch(batch).map(
+        lambda a, b: (tf.cast(a, tf.float32) / 255.0, b), num_parallel_calls=tf.data.AUTOTUNE
+    )
+    ds = ds.map(
+        lambda a, b: (tf.clip_by_value(aug(a, training=True), 0.0, 1.0), b),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def default_version(parent: str) -> str:
+    return f"{parent.split('-ft')[0]}-ft{datetime.now(UTC):%Y%m%d%H%M}"
+
+
+def retrain(
+    export: Path,
+    out: Path,
+    *,
+    parent: str | None = None,
+    epochs: int = 2,
+    batch: int = 32,
+    lr: float = 1e-4,
+    repeat: int = 4,
+    seed: int = 2026,
+    limit: int = 0,
+    version: str | None = None,
+    command: str = "",
+) -> Path:
+    """Fine-tune, evaluate and publish; returns the new version's folder."""
+    settings = get_settings()
+    parent = parent or read_registry().get("classifier")
+    if not parent:
+        raise SystemExit("no active classifier to fine-tune; name one with --parent")
+    parent_dir = settings.models_dir / "classifier" / parent
+    version = version or default_version(parent)
+    if (settings.models_dir / "classifier" / version).exists():
+        raise SystemExit(f"model version {version!r} exists; versions are never overwritten")
+    card = json.loads((parent_dir / "card.json").read_text())
+    findings = tuple(f["name"] for f in card["findings"])
+    if findings != FINDINGS:
+        raise SystemExit(f"{parent} predicts {findings}, the NIH table has {FINDINGS}")
+    size = int(card["input"]["size"])
+    keras.utils.set_random_seed(seed)
+    t_start = time.perf_counter()
+    splits = load_splits(settings.shared_data_dir, size, cache_dir=settings.var_dir / "cache")
+    train_split, val_split = splits["train"], splits["val"]
+    if limit:
+        train_split = Split(
+            *(
+                a[:limit]
+                for a in (
+                    train_split.images,
+                    train_split.labels,
+                    train_split.patient_ids,
+                    train_split.image_index,
+                )
+            )
+        )
+        val_split = Split(
+            *(
+                a[:limit]
+                for a in (val_split.images, val_split.labels, val_split.patient_ids, val_split.image_index)
+            )
+        )
+    held_out = np.concatenate([splits["val"].images, splits["test"].images])
+    reviewed = read_export(export, FINDINGS, test_images=held_out)
+    print(
+        f"parent {parent}; NIH train {len(train_split)} + reviewed {len(reviewed)} x{repeat} "
+        f"({len(reviewed.dropped_as_test_images)} dropped: same image as a val/test image); val {len(val_split)}; "
+        f"{size} px, {epochs} epoch(s), lr {lr:g}",
+        flush=True,
+    )
+    x, y = training_arrays(train_split, reviewed, size, repeat)
+
+    inference_model = keras.saving.load_model(parent_dir / "model.keras", compile=False)
+    train_model = keras.Model(inference_model.input, inference_model.get_layer("logits").output, name="train")
+    steps = int(np.ceil(len(x) / batch))
+    schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, steps * epochs), alpha=0.1)
+    train_model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=1e-4),
+        loss=masked_weighted_bce(y),
+    )
+    tracker = BestValAUC(val_split, batch, epochs)
+    t_fit = time.perf_counter()
+    train_model.fit(_dataset(x, y, batch, seed), epochs=epochs, callbacks=[tracker], verbose=0)
+    fit_seconds = time.perf_counter() - t_fit
+    train_model.set_weights(tracker.best_weights)
+    out.mkdir(parents=True, exist_ok=True)
+    inference_model.save(out / "model.keras")
+    parent_training = card.get("training", {})
+    record = {
+        "variant": parent_training.get("variant", "lite0"),
+        "input_size": size,
+        "pretrained": f"fine-tuned from {parent}",
+        "epochs": epochs,
+        "batch": batch,
+        "learning_rate": lr,
+        "weight_decay": 1e-4,
+        "seed": seed,
+        "best_epoch": tracker.best_epoch,
+        "best_val_mean_auc": tracker.best,
+        "history": tracker.history,
+        "train_images": int(len(x)),
+        "val_images": len(val_split),
+        "fit_seconds": fit_seconds,
+        "total_seconds": time.perf_counter() - t_start,
+        "threads": os.cpu_count(),
+        "findings": list(FINDINGS),
+        "data_sha256": None if limit else dataset_hash(settings.shared_data_dir),
+        "command": command,
+    }
+    (out / "train.json").write_text(json.dumps(record, indent=2))
+    evaluate_classifier.evaluate(out)
+    target = evaluate_classifier.publish(out, version, [out])
+    published = json.loads((target / "card.json").read_text())
+    published["parent"] = parent
+    published["test_split_sha256"] = test_split_hash(splits["test"])
+    published["retraining"] = {
+        "export": str(Path(export).resolve()),
+        "export_created_at": reviewed.manifest.get("created_at"),
+        "reviewed_studies_used": len(reviewed),
+        "repeat": repeat,
+        "dropped_as_val_or_test_image": list(reviewed.dropped_as_test_images),
+        "minutes": round((time.perf_counter() - t_start) / 60, 1),
+    }
+    (target / "card.json").write_text(json.dumps(published, indent=2))
+    from core.training.model_card import write_classifier_card
+
+    write_classifier_card(published, target / "MODEL_CARD.md")
+    old, new = card["metrics"]["test"]["mean_auc"], published["metrics"]["test"]["mean_auc"]
+    print(
+        f"candidate {version}: test mean AUC {new:.3f} vs parent {parent} {old:.3f} ({new - old:+.3f}); "
+        f"{(time.perf_counter() - t_start) / 60:.1f} min; not active until promoted",
+        flush=True,
+    )
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("export", type=Path, help="a folder written by `python -m core corrections export`")
+    p.add_argument("--parent", help="version to fine-tune (default: the active classifier)")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--repeat", type=int, default=4, help="times each reviewed study is seen per epoch")
+    p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--limit", type=int, default=0, help="only the first N NIH train/val images (smoke tests)")
+    p.add_argument("--version", help="name of the new version (default: <parent>-ft<UTC time>)")
+    p.add_argument("--out", type=Path, help="run folder (default: var/runs/retrain-<version>)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    settings = get_settings()
+    parent = args.parent or read_registry().get("classifier") or ""
+    version = args.version or default_version(parent)
+    out = args.out or settings.var_dir / "runs" / f"retrain-{version}"
+    command = "python -m core.training.retrain_classifier " + shlex.join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    retrain(
+        args.export,
+        out,
+        parent=args.parent,
+        epochs=args.epochs,
+        batch=args.batch,
+        lr=args.lr,
+        repeat=args.repeat,
+        seed=args.seed,
+        limit=args.limit,
+        version=version,
+        command=command,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
