@@ -251,3 +251,25 @@ def test_detector_retrain_publishes_a_candidate_measured_on_the_parents_test_spl
         assert result.model_version == "det-cand"
     finally:
         get_settings.cache_clear()
+
+
+def test_retrain_command_refuses_a_folder_that_is_not_an_export(tmp_path, capsys):
+    from core.__main__ import main
+
+    assert main(["retrain", str(tmp_path)]) == 1
+    assert "not a corrections export" in capsys.readouterr().err
+
+
+def test_retrain_command_skips_a_kind_without_an_active_model(tmp_path, monkeypatch, capsys):
+    from core.__main__ import main
+
+    models = tmp_path / "models"
+    models.mkdir()
+    monkeypatch.setenv("CXR_MODELS_DIR", str(models))
+    get_settings.cache_clear()
+    try:
+        export = write_export(tmp_path / "export", leak=False)
+        assert main(["retrain", str(export), "--only", "detector"]) == 1
+    finally:
+        get_settings.cache_clear()
+    assert "detector: no active version to fine-tune" in capsys.readouterr().out
