@@ -30,11 +30,17 @@ history = st.Page(
 worklist = st.Page(
     "pages/worklist.py", title="Emergency worklist", icon=":material/emergency:", url_path="ed-worklist"
 )
+queue = st.Page(
+    "pages/review_queue.py", title="Review queue", icon=":material/fact_check:", url_path="review-queue"
+)
+review = st.Page(
+    "pages/review.py", title="Review / correct", icon=":material/rate_review:", url_path="review-study"
+)
 audit = st.Page("pages/audit.py", title="Audit log", icon=":material/policy:", url_path="audit-log")
 models = st.Page(
     "pages/models.py", title="Models", icon=":material/model_training:", url_path="model-versions"
 )
-clinical = [patients, worklist, record, xray, history]
+clinical = [patients, worklist, queue, record, xray, history, review]
 admin_only = [audit, models]
 
 if user is None:

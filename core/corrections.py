@@ -100,6 +100,7 @@ class EditorState:
     width: int  # the frame of every box
     height: int
     preview_path: Path  # the display image (at most 2048 px; scale boxes by its size / width)
+    model_image_path: Path  # the display image with the model's boxes drawn (the preview if it had none)
     findings: tuple[FindingRead, ...]  # the model's read, model card order
     model_boxes: tuple[Box, ...]  # the model's detections
     detector_ran: bool
@@ -325,17 +326,19 @@ def _check_boxes(
 
 
 def boxes_from_xywh(
-    items: Iterable[Mapping[str, Any]], scale: float, width: int, height: int
+    items: Iterable[Mapping[str, Any]], scale_x: float, scale_y: float, width: int, height: int
 ) -> tuple[CorrectedBox, ...]:
     """Boxes an editor drew on a scaled copy of the image (``{"label", "bbox": [x, y, w, h]}``, with
-    ``scale`` = original pixels per editor pixel) as boxes in the original frame, rounded to 0.1 px.
+    ``scale_x``/``scale_y`` = original pixels per editor pixel along each axis) as boxes in the original
+    frame, rounded to 0.1 px.
 
     Coordinates past an edge by at most one pixel (float noise of the scaling) are pulled onto the edge;
     anything further out is left for :func:`save_correction` to refuse.
     """
     result = []
     for item in items:
-        x, y, w, h = (float(v) * scale for v in item["bbox"])
+        x, w = (float(v) * scale_x for v in (item["bbox"][0], item["bbox"][2]))
+        y, h = (float(v) * scale_y for v in (item["bbox"][1], item["bbox"][3]))
         x1, y1, x2, y2 = x, y, x + w, y + h
         x1, y1 = (0.0 if -1.0 <= v < 0 else v for v in (x1, y1))
         x2 = float(width) if width < x2 <= width + 1.0 else x2
@@ -381,6 +384,7 @@ def get_editor_state(study_id: int, actor: AuthenticatedUser, *, audit: bool = T
             width=study.width,
             height=study.height,
             preview_path=store.absolute(study.preview_path),
+            model_image_path=store.absolute(diagnosis.overlay_path or study.preview_path),
             findings=_findings(diagnosis),
             model_boxes=model_boxes,
             detector_ran=diagnosis.detector_version is not None,

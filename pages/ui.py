@@ -36,6 +36,8 @@ PATIENTS_PAGE = "pages/patients.py"
 XRAY_PAGE = "pages/xray.py"
 HISTORY_PAGE = "pages/history.py"
 WORKLIST_PAGE = "pages/worklist.py"
+REVIEW_PAGE = "pages/review.py"
+QUEUE_PAGE = "pages/review_queue.py"
 STUDY_ID = "study_id"  # the X-ray study shown on the X-ray page (an int; its DTO is fetched per opening)
 
 FlashKind = Literal["success", "info", "warning", "error"]
@@ -151,6 +153,13 @@ def open_study(study_id: int, patient_id: str) -> NoReturn:
     st.session_state[PATIENT_ID] = patient_id
     st.session_state[STUDY_ID] = study_id
     st.switch_page(XRAY_PAGE)
+
+
+def open_review(study_id: int, patient_id: str) -> NoReturn:
+    """Open a study (and select its patient) in the correction editor."""
+    st.session_state[PATIENT_ID] = patient_id
+    st.session_state[STUDY_ID] = study_id
+    st.switch_page(REVIEW_PAGE)
 
 
 @st.cache_resource(show_spinner="Loading the X-ray models…")

@@ -141,11 +141,14 @@ def film(path: Path, key: str, aspect: float = 1.0) -> None:
 
 def result(view: DiagnosisView) -> None:
     """The models' read of one study: triage, findings, boxes, heat map, versions."""
-    st.markdown(
+    badges, review = st.columns([5, 1], vertical_alignment="center")
+    badges.markdown(
         f"{triage_badge(view.triage_level, view.uncertain)} {status_badge(view.status)} "
         f":gray[{ui.md(view.original_filename)} · {view.width} x {view.height} px · uploaded "
         f"{ui.fmt_datetime(view.uploaded_at)} by {ui.md(view.uploaded_by)}]"
     )
+    if review.button("Review / correct", key=f"xr.review.{view.study_id}", icon=":material/rate_review:"):
+        ui.open_review(view.study_id, view.patient_id)
     if view.uncertain:
         st.warning(f"**Uncertain: review.** {ui.md(view.uncertain_reason)}", icon=":material/help:")
     if view.patient_id_differs:

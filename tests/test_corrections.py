@@ -91,7 +91,7 @@ def test_editor_starts_from_the_model_read(study: dx.DiagnosisView, doctor: Auth
     )
     assert state.based_on is None and state.note == "" and state.status == "new"
     assert (state.width, state.height, state.study_version) == (1024, 1024, study.study_version)
-    assert state.preview_path.is_file() and state.detector_ran
+    assert state.preview_path.is_file() and state.model_image_path == study.image_path and state.detector_ran
     [view] = [a for a in audit("view") if a.detail == "correction editor"]
     assert view.entity_id == str(study.study_id) and view.patient_id == "ED-1"
     with pytest.raises(NotFound):
@@ -160,7 +160,7 @@ def test_agreeing_with_the_model_marks_reviewed(study: dx.DiagnosisView, doctor:
         {"label": b.label, "bbox": [b.x1 / scale, b.y1 / scale, (b.x2 - b.x1) / scale, (b.y2 - b.y1) / scale]}
         for b in state.boxes
     ]
-    boxes = cx.boxes_from_xywh(drawn, scale, state.width, state.height)
+    boxes = cx.boxes_from_xywh(drawn, scale, scale, state.width, state.height)
     saved = cx.save_correction(study.study_id, dict(state.labels), boxes, "", state.study_version, doctor)
     assert saved.status == "reviewed" and saved.changed_findings == () and not saved.boxes_changed
     assert study_row(study.study_id)[0] == "reviewed"
@@ -420,10 +420,13 @@ def test_boxes_from_the_editor_canvas_are_scaled_back_and_clamped_at_the_edges()
         {"label": "Fracture", "bbox": [-0.3, -0.2, 512.4, 400.3]},  # float noise past the edges
         {"label": "Pneumothorax", "bbox": [-10, 0, 20, 20]},  # really outside: left for validation
     ]
-    boxes = cx.boxes_from_xywh(items, 2.0, 1024, 800)
+    boxes = cx.boxes_from_xywh(items, 2.0, 2.0, 1024, 800)
     assert boxes[0] == cx.CorrectedBox("Effusion", 20.0, 40.0, 80.0, 120.0)
     assert boxes[1] == cx.CorrectedBox("Fracture", 0.0, 0.0, 1024.0, 800.0)
     assert boxes[2].x1 == -20.0
+    # Each axis has its own scale (a film shrunk to a whole number of pixels each way).
+    [box] = cx.boxes_from_xywh([{"label": "Effusion", "bbox": [10, 10, 100, 50]}], 2.0, 3.0, 1024, 800)
+    assert box == cx.CorrectedBox("Effusion", 20.0, 30.0, 220.0, 180.0)
 
 
 # ------------------------------------------------------------------ review queue

@@ -1,0 +1,215 @@
+"""Widgets of the correction pages: the model's read, the finding labels, the box editor, saving, history.
+
+The box editor is the ``detection`` component of ``streamlit-image-annotation`` (move, resize, delete,
+relabel and draw boxes; it hands its boxes back when **Complete** is pressed). It is fed a copy of the
+display image shrunk to at most ``EDITOR_SIDE`` px, so its pixels map to the study's frame with one factor
+per axis. Every widget key carries the study and its version: another study, or the same study after a
+save, starts from the freshly loaded reading, while a rerun keeps what the doctor has done so far.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+from PIL import Image
+from streamlit_image_annotation import detection
+
+from core import corrections
+from core.auth import AuthenticatedUser
+from core.corrections import BOX_CLASSES, FINDING_LABELS, CorrectedBox, EditorState
+from core.errors import ConflictError, ValidationError
+from pages import ui, xray_views
+
+STATE = "cx.state"  # the EditorState on show (a frozen DTO); its study_version is what a save is based on
+UNSAVED = "cx.unsaved"  # (labels, boxes, note) of a save refused by a conflict, shown after the reload
+EDITOR_SIDE = 640
+
+
+def prefix(state: EditorState) -> str:
+    """Widget key prefix of one loaded reading (changes with the study and after every save)."""
+    return f"cx.{state.study_id}.v{state.study_version}."
+
+
+def current_state(study_id: int, user: AuthenticatedUser) -> EditorState:
+    """The editor state of ``study_id`` as this session last loaded it (loaded, and audited, per opening)."""
+    shown = st.session_state.get(STATE)
+    if shown is None or shown.study_id != study_id:
+        shown = corrections.get_editor_state(study_id, user)
+        st.session_state[STATE] = shown
+        st.session_state.pop(UNSAVED, None)
+    return shown
+
+
+def reload(user: AuthenticatedUser) -> None:
+    """Load the study's latest reading (after a save, or to see what someone else saved)."""
+    state = st.session_state[STATE]
+    st.session_state[STATE] = corrections.get_editor_state(state.study_id, user, audit=False)
+    st.session_state.pop(xray_views.VIEW, None)  # the result page shows the new status too
+
+
+def model_read(state: EditorState) -> None:
+    """The model's read, exactly as it was made (a correction never changes it)."""
+    st.markdown("**The model's read** :gray[(kept as it was made)]")
+    st.image(str(state.model_image_path), width="stretch")
+    if not state.detector_ran:
+        st.caption("No detector model was active for this film, so the model marked no region.")
+    st.dataframe(
+        [
+            {
+                "Finding": f.label,
+                "Probability": round(f.probability, 3),
+                "Threshold": round(f.threshold, 3),
+                "Model": state.model_labels[f.name],
+            }
+            for f in state.findings
+        ],
+        hide_index=True,
+    )
+    boxes = ", ".join(f"{b.label} {b.confidence:.0%}" for b in state.model_boxes)
+    st.caption(f"Model's boxes: {ui.md(boxes) if boxes else 'none'}")
+    if state.unusable_model_boxes:
+        st.caption(f"{state.unusable_model_boxes} model box(es) have a label outside the detector's classes.")
+
+
+def finding_labels(state: EditorState) -> dict[str, str]:
+    """One present / absent / uncertain choice per finding, pre-filled; returns the choices."""
+    chosen = {}
+    model = state.model_labels
+    for f in state.findings:
+        text, choice = st.columns([2, 3], vertical_alignment="center")
+        value = choice.radio(
+            f.label,
+            FINDING_LABELS,
+            index=FINDING_LABELS.index(state.labels.get(f.name, model[f.name])),
+            format_func=ui.label,
+            horizontal=True,
+            label_visibility="collapsed",
+            key=f"{prefix(state)}label.{f.name}",
+        )
+        chosen[f.name] = value or model[f.name]
+        changed = " :orange-badge[changed]" if chosen[f.name] != model[f.name] else ""
+        text.markdown(f"**{f.label}** :gray[{f.probability:.0%}]{changed}")
+    return chosen
+
+
+def box_editor(state: EditorState) -> tuple[CorrectedBox, ...]:
+    """The film with the boxes to edit; returns the boxes as last completed (else as loaded)."""
+    factor = min(1.0, EDITOR_SIDE / max(state.width, state.height))
+    size = (max(1, round(state.width * factor)), max(1, round(state.height * factor)))
+    scale_x, scale_y = state.width / size[0], state.height / size[1]
+    with Image.open(state.preview_path) as preview:
+        shown = preview.convert("L").resize(size, Image.Resampling.BILINEAR)
+    st.caption(
+        "Click a box to select it, then drag to move it or pull its handles to resize it; drag on the film to "
+        "draw a new one; **Class** relabels the selected box, **Mode: Del** deletes boxes on click. "
+        "Press **Complete** to apply your box changes before saving."
+    )
+    drawn = detection(
+        image_path=shown,
+        label_list=list(BOX_CLASSES),
+        bboxes=[
+            [b.x1 / scale_x, b.y1 / scale_y, (b.x2 - b.x1) / scale_x, (b.y2 - b.y1) / scale_y]
+            for b in state.boxes
+        ],
+        labels=[BOX_CLASSES.index(b.label) for b in state.boxes],
+        width=size[0],
+        height=size[1],
+        line_width=2,
+        key=f"{prefix(state)}boxes",
+    )
+    if drawn is None:
+        return state.boxes
+    return corrections.boxes_from_xywh(drawn, scale_x, scale_y, state.width, state.height)
+
+
+def box_table(boxes: tuple[CorrectedBox, ...], state: EditorState) -> None:
+    st.markdown(f"**Boxes to save** :gray[({len(boxes)}, in the film's {state.width} x {state.height} px)]")
+    if boxes:
+        st.dataframe([b.as_dict() for b in boxes], hide_index=True)
+
+
+def save(
+    state: EditorState,
+    labels: dict[str, str],
+    boxes: tuple[CorrectedBox, ...],
+    note: str,
+    user: AuthenticatedUser,
+    mark_reviewed: bool,
+) -> None:
+    """Save the reading; on success reload and say what the study became, else say why nothing was saved."""
+    try:
+        saved = corrections.save_correction(
+            state.study_id, labels, boxes, note, state.study_version, user, mark_reviewed
+        )
+    except ValidationError as exc:
+        for message in exc.errors.values():
+            st.error(message, icon=":material/error:")
+        return
+    except ConflictError as exc:
+        st.session_state[UNSAVED] = (labels, boxes, note, state.study_version)
+        ui.flash(str(exc), "error")
+        st.rerun()
+    reload(user)
+    if not mark_reviewed:
+        ui.flash("Draft saved; the study still waits for review.", "info")
+    elif saved.status == "reviewed":
+        ui.flash("Saved: the study is marked reviewed (you agreed with the model).")
+    else:
+        ui.flash("Saved: the study is marked corrected. The model's read is kept beside your reading.")
+    st.rerun()
+
+
+def unsaved(state: EditorState, user: AuthenticatedUser) -> None:
+    """After a save lost to someone else's: a Reload button, then what the doctor had entered (so nothing
+    typed is lost) next to the reading that won."""
+    kept = st.session_state.get(UNSAVED)
+    if not kept:
+        return
+    labels, boxes, note, attempted_on = kept
+    if state.study_version == attempted_on:
+        st.warning(
+            "Someone else saved a reading of this study after you opened it. Reload to see it; what you "
+            "entered stays listed here.",
+            icon=":material/sync_problem:",
+        )
+        if st.button("Reload", icon=":material/refresh:", key=f"{prefix(state)}reload"):
+            reload(user)
+            st.rerun()
+        return
+    differs = [
+        f"{f.label}: {labels[f.name]}"
+        for f in state.findings
+        if labels.get(f.name) != state.labels.get(f.name)
+    ]
+    with st.expander("Your unsaved reading (someone else saved first)", expanded=True):
+        st.markdown("Labels that differ from the reading below: " + (ui.md(", ".join(differs)) or "none"))
+        st.markdown("Boxes: " + (ui.md(", ".join(b.label for b in boxes)) or "none"))
+        if note:
+            st.markdown(f"Note: {ui.md(note)}")
+        if st.button("Dismiss", key=f"{prefix(state)}dismiss"):
+            st.session_state.pop(UNSAVED, None)
+            st.rerun()
+
+
+def history(study_id: int) -> None:
+    """Every reading saved for the study, newest first (the first is the current one)."""
+    saved = corrections.correction_history(study_id)
+    with st.expander(f"Readings saved for this study ({len(saved)})"):
+        if not saved:
+            st.caption("Nobody has reviewed this film yet.")
+            return
+        rows: list[dict[str, Any]] = [
+            {
+                "Saved": ui.fmt_datetime(c.created_at),
+                "By": c.created_by,
+                "Status": c.status if c.reviewed else f"draft ({c.status})",
+                "Changed findings": ", ".join(
+                    f"{n.replace('_', ' ')}: {c.labels[n]}" for n in c.changed_findings
+                ),
+                "Boxes": f"{len(c.boxes)}{' (changed)' if c.boxes_changed else ''}",
+                "Note": c.note,
+            }
+            for c in saved
+        ]
+        st.dataframe(rows, hide_index=True)

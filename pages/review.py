@@ -1,0 +1,55 @@
+"""Review / correct one X-ray: the model's read beside the doctor's reading (findings, boxes, a note)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.errors import NotFound
+from pages import correction_views as views
+from pages import ui, xray_views
+
+user = ui.require_user()
+ui.show_flash()
+st.title("Review / correct", anchor=False)
+study_id = st.session_state.get(ui.STUDY_ID)
+if study_id is None:
+    st.info("Open a film from the review queue or a patient's imaging history.", icon=":material/radiology:")
+    st.page_link(ui.QUEUE_PAGE, label="Review queue", icon=":material/fact_check:")
+    st.stop()
+try:
+    state = views.current_state(study_id, user)
+except NotFound as exc:
+    st.session_state.pop(ui.STUDY_ID, None)
+    st.error(str(exc), icon=":material/error:")
+    st.stop()
+
+head, links = st.columns([3, 2], vertical_alignment="bottom")
+head.subheader(ui.md(f"{state.patient_name} · {state.patient_id}"), anchor=False)
+with links:
+    left, right = st.columns(2)
+    left.page_link(ui.XRAY_PAGE, label="X-ray result", icon=":material/radiology:")
+    right.page_link(ui.HISTORY_PAGE, label="Imaging history", icon=":material/history:")
+source = (
+    f"from {ui.md(state.based_on_by)}'s reading of {ui.fmt_datetime(state.based_on_at)}"
+    if state.based_on
+    else "from the model's read"
+)
+st.markdown(f"{xray_views.status_badge(state.status)} :gray[Pre-filled {source}.]")
+views.unsaved(state, user)
+
+model_col, editor_col = st.columns([2, 3])
+with model_col:
+    views.model_read(state)
+with editor_col:
+    st.markdown("**Your reading**")
+    boxes = views.box_editor(state)
+    views.box_table(boxes, state)
+    with st.container(border=True):
+        labels = views.finding_labels(state)
+    note = st.text_area("Note", value=state.note, max_chars=2000, key=f"{views.prefix(state)}note")
+    save, draft = st.columns(2)
+    if save.button("Save and mark reviewed", type="primary", icon=":material/task_alt:", width="stretch"):
+        views.save(state, labels, boxes, note, user, mark_reviewed=True)
+    if draft.button("Save draft", icon=":material/save:", width="stretch"):
+        views.save(state, labels, boxes, note, user, mark_reviewed=False)
+views.history(state.study_id)

@@ -1,0 +1,237 @@
+"""The correction editor and the review queue through AppTest on SQLite and PostgreSQL: pre-filled labels,
+saving (corrected / reviewed / draft), a refused note, a conflict with its reload, the queue's order and
+its link to the editor, the admin's export, and the links from the X-ray result."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import select
+from streamlit.testing.v1 import AppTest
+
+from core import corrections as cx
+from core import diagnosis as dx
+from core import export, inference
+from core.records import PatientRecord
+from db import models
+from db.session import session_scope
+from pages import correction_views, ui
+from tests.conftest import TestAccount
+from tests.test_diagnosis import StubDetector
+from tests.test_pages import APP, TIMEOUT, login, texts
+from tests.xray_samples import png_variant
+
+MakeUser = Callable[..., TestAccount]
+MakePatient = Callable[..., PatientRecord]
+
+
+@pytest.fixture(autouse=True)
+def stub_detector(monkeypatch: pytest.MonkeyPatch) -> StubDetector:
+    stub = StubDetector()
+    monkeypatch.setattr(inference, "detector_configured", lambda: True)
+    monkeypatch.setattr(inference, "get_detector", lambda model_dir=None: stub)
+    return stub
+
+
+@pytest.fixture
+def account(make_user: MakeUser) -> TestAccount:
+    return make_user("dr.review")
+
+
+@pytest.fixture
+def study(make_patient: MakePatient, account: TestAccount) -> dx.DiagnosisView:
+    make_patient("ED-1", given_name="Ada", family_name="Lovelace")
+    return dx.diagnose_upload("ED-1", png_variant(0), "chest.png", account.user)
+
+
+def open_editor(account: TestAccount, study_id: int) -> AppTest:
+    at = login(account)
+    at.session_state[ui.PATIENT_ID] = "ED-1"
+    at.session_state[ui.STUDY_ID] = study_id
+    at.switch_page(ui.REVIEW_PAGE).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def radio_key(state: cx.EditorState, finding: str) -> str:
+    return f"{correction_views.prefix(state)}label.{finding}"
+
+
+def corrections() -> list[models.Correction]:
+    with session_scope() as s:
+        return list(s.scalars(select(models.Correction).order_by(models.Correction.id)))
+
+
+def test_the_editor_shows_the_model_read_and_a_prefilled_reading(
+    account: TestAccount, study: dx.DiagnosisView
+) -> None:
+    at = open_editor(account, study.study_id)
+    state = at.session_state[correction_views.STATE]
+    assert state.study_id == study.study_id and "LOVELACE, Ada · ED-1" in [h.value for h in at.subheader]
+    shown = texts(at)
+    assert "The model's read" in shown and "Pre-filled from the model's read." in shown
+    for f in study.findings:
+        assert at.radio(key=radio_key(state, f.name)).value == (cx.PRESENT if f.flagged else cx.ABSENT)
+    model_table = at.dataframe[0].value
+    assert list(model_table["Finding"]) == [f.label for f in study.findings]
+    assert "Boxes to save" in shown and "Nobody has reviewed this film yet." in shown
+    at.run()  # a rerun keeps the same loaded reading (one 'view' audit row per opening)
+    assert not at.exception, at.exception
+    with session_scope() as s:
+        views = s.scalars(select(models.AuditLog).where(models.AuditLog.detail == "correction editor")).all()
+        assert len(views) == 1
+
+
+def test_correcting_a_finding_saves_a_correction_and_marks_the_study_corrected(
+    account: TestAccount, study: dx.DiagnosisView
+) -> None:
+    at = open_editor(account, study.study_id)
+    state = at.session_state[correction_views.STATE]
+    name = state.finding_names[0]
+    new = cx.ABSENT if state.labels[name] == cx.PRESENT else cx.PRESENT
+    at.radio(key=radio_key(state, name)).set_value(new).run()
+    assert ":orange-badge[changed]" in texts(at)
+    at.text_area(key=f"{correction_views.prefix(state)}note").set_value("Looks different to me.")
+    next(b for b in at.button if b.label == "Save and mark reviewed").click().run()
+    assert not at.exception, at.exception
+    assert "the study is marked corrected" in texts(at)
+
+    [row] = corrections()
+    assert row.labels[name] == new and row.note == "Looks different to me." and row.status == "corrected"
+    assert [b["label"] for b in row.boxes] == [b.label for b in state.boxes]  # boxes kept as loaded
+    reloaded = at.session_state[correction_views.STATE]
+    assert reloaded.study_version == state.study_version + 1 and reloaded.based_on == row.id
+    assert at.radio(key=radio_key(reloaded, name)).value == new  # the form shows the saved reading
+    assert "Readings saved for this study (1)" in [e.label for e in at.expander]
+    assert dx.get_diagnosis(study.study_id, account.user, audit=False).status == "corrected"
+
+
+def test_agreeing_marks_reviewed_and_a_draft_keeps_new(account: TestAccount, study: dx.DiagnosisView) -> None:
+    at = open_editor(account, study.study_id)
+    next(b for b in at.button if b.label == "Save draft").click().run()
+    assert "Draft saved" in texts(at)
+    assert [c.reviewed for c in corrections()] == [False]
+    next(b for b in at.button if b.label == "Save and mark reviewed").click().run()
+    assert "the study is marked reviewed" in texts(at)
+    assert [c.status for c in corrections()] == ["new", "reviewed"]
+
+
+def test_a_refused_note_is_explained_and_nothing_is_saved(
+    account: TestAccount, study: dx.DiagnosisView
+) -> None:
+    at = open_editor(account, study.study_id)
+    state = at.session_state[correction_views.STATE]
+    at.text_area(key=f"{correction_views.prefix(state)}note").set_value("bad \x07 bell")
+    next(b for b in at.button if b.label == "Save and mark reviewed").click().run()
+    assert not at.exception, at.exception
+    assert any("not allowed" in e.value for e in at.error)
+    assert corrections() == []
+
+
+def test_a_save_after_someone_elses_conflicts_and_keeps_what_was_entered(
+    account: TestAccount, study: dx.DiagnosisView, make_user: MakeUser
+) -> None:
+    other = make_user("dr.other").user
+    at = open_editor(account, study.study_id)
+    state = at.session_state[correction_views.STATE]
+    name = state.finding_names[1]
+    mine = cx.UNCERTAIN
+    at.radio(key=radio_key(state, name)).set_value(mine).run()
+    theirs = cx.get_editor_state(study.study_id, other, audit=False)
+    cx.save_correction(study.study_id, dict(theirs.labels), [], "theirs", theirs.study_version, other)
+
+    next(b for b in at.button if b.label == "Save and mark reviewed").click().run()
+    assert not at.exception, at.exception
+    assert any("changed by someone else" in e.value and "dr.other" in e.value for e in at.error)
+    assert [c.note for c in corrections()] == ["theirs"]
+    assert at.radio(key=radio_key(state, name)).value == mine  # the form still holds the doctor's choice
+    next(b for b in at.button if b.label == "Reload").click().run()
+    assert not at.exception, at.exception
+    reloaded = at.session_state[correction_views.STATE]
+    assert reloaded.note == "theirs" and reloaded.boxes == ()
+    assert [e.label for e in at.expander if e.label.startswith("Your unsaved reading")]
+    assert ui.md(f"{name.replace('_', ' ')}: uncertain") in texts(at)
+
+
+def test_the_result_page_links_to_the_editor(account: TestAccount, study: dx.DiagnosisView) -> None:
+    at = login(account)
+    at.session_state[ui.PATIENT_ID] = "ED-1"
+    at.session_state[ui.STUDY_ID] = study.study_id
+    at.switch_page(ui.XRAY_PAGE).run()
+    at.button(key=f"xr.review.{study.study_id}").click().run()
+    assert not at.exception, at.exception
+    assert "Review / correct" in [t.value for t in at.title]
+    assert at.session_state[correction_views.STATE].study_id == study.study_id
+
+
+def test_the_editor_without_a_study(account: TestAccount) -> None:
+    at = login(account)
+    at.switch_page(ui.REVIEW_PAGE).run()
+    assert not at.exception, at.exception
+    assert "Open a film from the review queue" in texts(at)
+
+
+def test_the_queue_lists_least_certain_first_and_opens_the_editor(
+    account: TestAccount, make_patient: MakePatient
+) -> None:
+    make_patient("ED-1")
+    ids = [dx.diagnose_upload("ED-1", png_variant(i), f"{i}.png", account.user).study_id for i in range(3)]
+    at = login(account)
+    at.switch_page(ui.QUEUE_PAGE).run()
+    assert not at.exception, at.exception
+    opens = [b.key for b in at.button if b.key and b.key.startswith("rq.open.")]
+    assert opens == [f"rq.open.{i.study_id}" for i in cx.review_queue()] and len(opens) == 3
+    assert not [b for b in at.button if b.label == "Export reviewed studies"]  # admins only
+    at.button(key=f"rq.open.{ids[1]}").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state[ui.STUDY_ID] == ids[1] and "Review / correct" in [t.value for t in at.title]
+
+
+def test_the_queue_is_empty(account: TestAccount) -> None:
+    at = login(account)
+    at.switch_page(ui.QUEUE_PAGE).run()
+    assert "No X-ray is waiting for review." in texts(at)
+
+
+def test_an_admin_exports_reviewed_studies_from_the_queue_page(
+    make_user: MakeUser, study: dx.DiagnosisView, account: TestAccount
+) -> None:
+    state = cx.get_editor_state(study.study_id, account.user, audit=False)
+    cx.save_correction(study.study_id, dict(state.labels), state.boxes, "", state.study_version, account.user)
+    admin = make_user("boss", role="admin")
+    at = login(admin)
+    at.switch_page(ui.QUEUE_PAGE).run()
+    next(b for b in at.button if b.label == "Export reviewed studies").click().run()
+    assert not at.exception, at.exception
+    [success] = at.success
+    assert "Exported 1 studies with 1 boxes" in success.value
+    archive = at.session_state["cx.export"]
+    assert archive.endswith(".zip") and archive.startswith(str(export.default_export_dir().parent))
+    assert len(at.get("download_button")) == 1
+
+
+def test_review_pages_need_a_login(study: dx.DiagnosisView) -> None:
+    for page in (ui.REVIEW_PAGE, ui.QUEUE_PAGE):
+        at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+        at.session_state[ui.STUDY_ID] = study.study_id
+        at.switch_page(page).run()
+        assert not at.exception, at.exception
+        assert {"Username", "Password"} <= {box.label for box in at.text_input}
+
+
+def test_boxes_from_the_editor_are_saved_in_the_films_pixels(
+    account: TestAccount, study: dx.DiagnosisView
+) -> None:
+    """The box component's value (as its Complete button sends it) is scaled back to the original frame."""
+    at = open_editor(account, study.study_id)
+    state = at.session_state[correction_views.STATE]
+    key = f"{correction_views.prefix(state)}boxes"
+    at.session_state[key] = [{"bbox": [64.0, 32.0, 128.0, 96.0], "label_id": 5, "label": "Pneumothorax"}]
+    at.run()
+    assert not at.exception, at.exception
+    next(b for b in at.button if b.label == "Save and mark reviewed").click().run()
+    [row] = corrections()
+    # The 1024 px film is edited at 640 px: 1.6 original pixels per editor pixel.
+    assert row.boxes == [{"label": "Pneumothorax", "x1": 102.4, "y1": 51.2, "x2": 307.2, "y2": 204.8}]
+    assert row.status == "corrected"
