@@ -124,9 +124,12 @@ def box_editor(state: EditorState) -> tuple[CorrectedBox, ...]:
 
 
 def box_table(boxes: tuple[CorrectedBox, ...], state: EditorState) -> None:
-    st.markdown(f"**Boxes to save** :gray[({len(boxes)}, in the film's {state.width} x {state.height} px)]")
-    if boxes:
-        st.dataframe([b.as_dict() for b in boxes], hide_index=True)
+    """The boxes a save would store, in the film's own pixels."""
+    lines = [f"- {ui.md(b.label)}: x {b.x1:.0f}–{b.x2:.0f}, y {b.y1:.0f}–{b.y2:.0f}" for b in boxes]
+    st.markdown(
+        f"**Boxes to save** :gray[({len(boxes)}, in the film's {state.width} x {state.height} px)]"
+        + ("\n" + "\n".join(lines) if lines else "")
+    )
 
 
 def save(

@@ -37,13 +37,15 @@ source = (
 st.markdown(f"{xray_views.status_badge(state.status)} :gray[Pre-filled {source}.]")
 views.unsaved(state, user)
 
-model_col, editor_col = st.columns([2, 3])
+# The box editor gets the whole width: its controls take what its canvas leaves of the frame.
+st.markdown("**Your reading: boxes**")
+boxes = views.box_editor(state)
+views.box_table(boxes, state)
+model_col, reading_col = st.columns([2, 3])
 with model_col:
     views.model_read(state)
-with editor_col:
-    st.markdown("**Your reading**")
-    boxes = views.box_editor(state)
-    views.box_table(boxes, state)
+with reading_col:
+    st.markdown("**Your reading: findings**")
     with st.container(border=True):
         labels = views.finding_labels(state)
     note = st.text_area("Note", value=state.note, max_chars=2000, key=f"{views.prefix(state)}note")
