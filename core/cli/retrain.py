@@ -41,12 +41,9 @@ def _command(kind: str, args: argparse.Namespace) -> list[str] | None:
     epochs = args.classifier_epochs if kind == "classifier" else args.detector_epochs
     command += ["--epochs", str(epochs)]
     if args.version_suffix:
-        from datetime import UTC, datetime
+        from core.training.corrections_data import default_version
 
-        command += [
-            "--version",
-            f"{parent.split('-ft')[0]}-ft{datetime.now(UTC):%Y%m%d%H%M}{args.version_suffix}",
-        ]
+        command += ["--version", default_version(parent) + args.version_suffix]
     return command
 
 

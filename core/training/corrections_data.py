@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +157,20 @@ def read_export(
         dropped = tuple(table.loc[leaked, "image"])
         table = table.loc[~leaked].reset_index(drop=True)
     return ReviewedSet(root, manifest, table, tuple(findings), dropped)
+
+
+def default_version(parent: str) -> str:
+    """A retrained candidate's name: its lineage's base name and the UTC minute, e.g. ``...-v1-ft202611240130``."""
+    return f"{parent.split('-ft')[0]}-ft{datetime.now(UTC):%Y%m%d%H%M}"
+
+
+def retraining_record(export: Path, reviewed: ReviewedSet, repeat: int, started: float) -> dict:
+    """What a retrained card says about the corrections it learned from (``started``: a perf_counter)."""
+    return {
+        "export": str(Path(export).resolve()),
+        "export_created_at": reviewed.manifest.get("created_at"),
+        "reviewed_studies_used": len(reviewed),
+        "repeat": repeat,
+        "dropped_as_val_or_test_image": list(reviewed.dropped_as_test_images),
+        "minutes": round((time.perf_counter() - started) / 60, 1),
+    }

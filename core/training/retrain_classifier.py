@@ -27,7 +27,6 @@ import os
 import shlex
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -39,7 +38,7 @@ import tensorflow as tf  # noqa: E402
 from core.config import get_settings  # noqa: E402
 from core.model_registry import read_registry  # noqa: E402
 from core.training import evaluate_classifier  # noqa: E402
-from core.training.corrections_data import ReviewedSet, read_export  # noqa: E402
+from core.training.corrections_data import ReviewedSet, default_version, read_export, retraining_record  # noqa: E402
 from core.training.nih14 import FINDINGS, Split, dataset_hash, load_splits  # noqa: E402
 from core.training.train_classifier import BestValAUC, augmenter  # noqa: E402
 
@@ -97,10 +96,6 @@ def _dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int) -> tf.data.Dat
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def default_version(parent: str) -> str:
-    return f"{parent.split('-ft')[0]}-ft{datetime.now(UTC):%Y%m%d%H%M}"
 
 
 def retrain(
@@ -206,14 +201,7 @@ def retrain(
     published = json.loads((target / "card.json").read_text())
     published["parent"] = parent
     published["test_split_sha256"] = test_split_hash(splits["test"])
-    published["retraining"] = {
-        "export": str(Path(export).resolve()),
-        "export_created_at": reviewed.manifest.get("created_at"),
-        "reviewed_studies_used": len(reviewed),
-        "repeat": repeat,
-        "dropped_as_val_or_test_image": list(reviewed.dropped_as_test_images),
-        "minutes": round((time.perf_counter() - t_start) / 60, 1),
-    }
+    published["retraining"] = retraining_record(export, reviewed, repeat, t_start)
     (target / "card.json").write_text(json.dumps(published, indent=2))
     from core.training.model_card import write_classifier_card
 

@@ -22,7 +22,6 @@ import os
 import shlex
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,7 @@ from PIL import Image
 import core.yolo_env  # noqa: F401  (before ultralytics: offline settings)
 from core.config import get_settings
 from core.model_registry import read_registry
-from core.training.corrections_data import ReviewedSet, read_export
+from core.training.corrections_data import ReviewedSet, default_version, read_export, retraining_record
 from core.training.nih_boxes import CLASSES, build_yolo_dataset
 
 log = logging.getLogger("retrain_detector")
@@ -78,10 +77,6 @@ def merged_dataset(base_yaml: Path, reviewed: ReviewedSet, out_dir: Path, repeat
     # train_detector hashes the source named in summary.json: the base data set's
     (out_dir / "summary.json").write_text((base_root / "summary.json").read_text())
     return data_yaml
-
-
-def default_version(parent: str) -> str:
-    return f"{parent.split('-ft')[0]}-ft{datetime.now(UTC):%Y%m%d%H%M}"
 
 
 def retrain(
@@ -151,14 +146,7 @@ def retrain(
     )
     new = json.loads((package / "card.json").read_text())
     new["parent"] = parent
-    new["retraining"] = {
-        "export": str(Path(export).resolve()),
-        "export_created_at": reviewed.manifest.get("created_at"),
-        "reviewed_studies_used": len(reviewed),
-        "repeat": repeat,
-        "dropped_as_val_or_test_image": list(reviewed.dropped_as_test_images),
-        "minutes": round((time.perf_counter() - t_start) / 60, 1),
-    }
+    new["retraining"] = retraining_record(export, reviewed, repeat, t_start)
     (package / "card.json").write_text(json.dumps(new, indent=2) + "\n")
     target = evaluate_detector.publish(package, version, activate=False)
     old_map = card["metrics"]["test"]["ultralytics"]["map50"]
