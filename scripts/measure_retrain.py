@@ -6,7 +6,7 @@ would, export the reviewed studies, and run ``python -m core retrain`` on them.
 Everything happens in a throwaway folder: its own SQLite database, data directory and a copy of ``models/``
 (the candidates it publishes never touch the project's models). The "doctor" is the NIH radiologist-box
 data set's train split: each study gets the radiologists' boxes and, for the findings those boxes name,
-*present*; the rest of the 14 stays as the model pre-filled it. Prints the time of each step, the retrain
+*present*; the rest of the 14 *uncertain* (the radiologists boxed some findings and said nothing of the others). Prints the time of each step, the retrain
 command's own progress, and the candidates' headline metrics against their parents'.
 """
 
@@ -61,7 +61,7 @@ def main() -> int:
         os.symlink(built, work / "var" / "datasets" / "nih_boxes")
 
     from core.auth import create_user
-    from core.corrections import PRESENT, CorrectedBox, get_editor_state, save_correction
+    from core.corrections import PRESENT, UNCERTAIN, CorrectedBox, get_editor_state, save_correction
     from core.diagnosis import diagnose_upload
     from core.export import export_reviewed
     from core.records import Demographics, create_patient
@@ -79,7 +79,8 @@ def main() -> int:
     for g in truth:
         view = diagnose_upload("MEASURE-1", g.file.read_bytes(), g.file.name, admin)
         state = get_editor_state(view.study_id, admin, audit=False)
-        labels = dict(state.labels)
+        # the radiologists boxed some findings on each film and said nothing of the others: uncertain
+        labels = dict.fromkeys(state.labels, UNCERTAIN)
         for c in g.classes:
             for finding in FINDING_OF_CLASS.get(CLASSES[int(c)], ()):
                 labels[finding] = PRESENT

@@ -208,11 +208,20 @@ def test_classifier_retrain_publishes_a_loadable_candidate_that_is_not_active(ti
     assert (target / "MODEL_CARD.md").exists() and (target / "model.tflite").exists()
     assert read_registry(models)["classifier"] == CLASSIFIER.name  # promotion is a separate act
 
+    training = card["training"]
+    assert training["best_epoch"] in (0, 1) and np.isfinite(training["parent_val_mean_auc"])
+    assert training["best_val_mean_auc"] >= training["parent_val_mean_auc"]
+
+    import keras
+
+    def weights(folder: Path) -> list[np.ndarray]:
+        return keras.saving.load_model(folder / "model.keras", compile=False).get_weights()
+
+    moved = [not np.array_equal(a, b) for a, b in zip(weights(CLASSIFIER), weights(target), strict=True)]
+    # epoch 0 is the parent itself: its weights are kept unless the fine-tuned epoch beat it on validation
+    assert any(moved) == (training["best_epoch"] == 1)
     pixels = read_image((SAMPLES / "00000310_001.png").read_bytes()).pixels
-    before = Classifier(CLASSIFIER).classify(pixels).probabilities
-    after = Classifier(target).classify(pixels).probabilities
-    assert set(after) == set(FINDINGS)
-    assert any(abs(after[f] - before[f]) > 1e-4 for f in FINDINGS)  # the weights did move
+    assert set(Classifier(target).classify(pixels).probabilities) == set(FINDINGS)
 
     with pytest.raises(SystemExit, match="never overwritten"):
         retrain(export, tmp_path / "run2", epochs=1, batch=8, version="cand-1")
