@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -82,7 +83,9 @@ def chromium_page(width: int = 1400, height: int = 1000) -> Iterator[object]:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             context = browser.new_context(viewport={"width": width, "height": height})
-            context.set_default_timeout(STEP_MS)  # actions too, not only expect(): a loaded CI machine is slow
+            context.set_default_timeout(
+                STEP_MS
+            )  # actions too, not only expect(): a loaded CI machine is slow
             yield context.new_page()
         finally:
             browser.close()
@@ -108,3 +111,55 @@ def choose_option(page, combobox, option: str, attempts: int = 3) -> None:  # ty
             continue
         wanted.click()
         return
+
+
+def throwaway_env(var_dir: Path) -> dict[str, str]:
+    """This process's environment pointed at a SQLite database and data directory under ``var_dir``
+    (skips the test when Debian's chromium is not installed)."""
+    import pytest
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not installed (`make test` installs Debian's chromium)")
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{var_dir / 'cxr.db'}", "CXR_VAR_DIR": str(var_dir)}
+    env.pop("CXR_DATABASE_URL", None)  # it would win over DATABASE_URL
+    return env
+
+
+class Environment:
+    """Point this process's settings at the server's database and data directory for a block."""
+
+    KEYS = ("CXR_DATABASE_URL", "DATABASE_URL", "CXR_VAR_DIR")
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def __enter__(self) -> None:
+        from core.config import get_settings
+
+        self.saved = {k: os.environ.get(k) for k in self.KEYS}
+        os.environ.pop("CXR_DATABASE_URL", None)
+        os.environ.update(DATABASE_URL=self.env["DATABASE_URL"], CXR_VAR_DIR=self.env["CXR_VAR_DIR"])
+        get_settings.cache_clear()
+
+    def __exit__(self, *exc: object) -> None:
+        from core.config import get_settings
+        from db.session import dispose_engines
+
+        for key, value in self.saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        get_settings.cache_clear()
+        dispose_engines()
+
+
+def log_in(page, base_url: str, username: str, password: str, path: str = "") -> None:  # type: ignore[no-untyped-def]
+    """Open ``base_url/path`` and log in through the form."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{base_url}/{path}")
+    expect(page.get_by_label("Username", exact=True)).to_be_visible(timeout=STEP_MS)
+    page.get_by_label("Username", exact=True).fill(username)
+    page.get_by_label("Password", exact=True).fill(password)
+    page.get_by_role("button", name="Log in").click()

@@ -18,12 +18,19 @@ from pathlib import Path
 import pytest
 
 from core.auth import create_user
-from core.config import get_settings
 from core.records import AllergyInput, Demographics, add_allergy, create_patient
 from db import models
 from db.migrate import upgrade
-from db.session import dispose_engines, session_scope
-from tests.browser_support import CHROMIUM, STEP_MS, choose_option, chromium_page, running_streamlit
+from db.session import session_scope
+from tests.browser_support import (
+    STEP_MS,
+    Environment,
+    choose_option,
+    chromium_page,
+    log_in,
+    running_streamlit,
+    throwaway_env,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -42,31 +49,16 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A migrated, seeded SQLite database and ``streamlit run app.py`` serving it."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not installed (`make test` installs Debian's chromium)")
     var_dir = tmp_path_factory.mktemp("browser-var")
     database_url = f"sqlite:///{var_dir / 'cxr.db'}"
-    env = {**os.environ, "DATABASE_URL": database_url, "CXR_VAR_DIR": str(var_dir)}
-    env.pop("CXR_DATABASE_URL", None)  # it would win over DATABASE_URL
+    env = throwaway_env(var_dir)
 
     # Seed in this process through the services, pointed at the server's database.
-    saved = {k: os.environ.get(k) for k in ("CXR_DATABASE_URL", "DATABASE_URL", "CXR_VAR_DIR")}
-    os.environ.pop("CXR_DATABASE_URL", None)
-    os.environ.update(DATABASE_URL=database_url, CXR_VAR_DIR=str(var_dir))
-    get_settings.cache_clear()
-    try:
+    with Environment(env):
         upgrade(url=database_url)
         doctor = create_user(USERNAME, PASSWORD, role="doctor", full_name="Dr Browser")
         create_patient(PATIENT_ID, Demographics("Grace", "Hopper", "female", date(1956, 12, 9)), doctor)
         add_allergy(PATIENT_ID, AllergyInput("Latex", "other", "mild", "contact dermatitis"), doctor)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        get_settings.cache_clear()
-        dispose_engines()
 
     with running_streamlit(env, var_dir / "streamlit.log") as url:
         yield Server(url, database_url)
@@ -84,20 +76,10 @@ def _allergies_in_db(database_url: str) -> list[str]:
         return sorted(a.substance for a in patient.allergies)
 
 
-def _log_in(page, base_url: str, path: str = "") -> None:  # type: ignore[no-untyped-def]
-    from playwright.sync_api import expect
-
-    page.goto(f"{base_url}/{path}")
-    expect(page.get_by_label("Username", exact=True)).to_be_visible(timeout=STEP_MS)
-    page.get_by_label("Username", exact=True).fill(USERNAME)
-    page.get_by_label("Password", exact=True).fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-
-
 def test_log_in_find_patient_by_id_and_add_an_allergy(server: Server, page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from playwright.sync_api import expect
 
-    _log_in(page, server.url)
+    log_in(page, server.url, USERNAME, PASSWORD)
     expect(page.get_by_role("heading", name="Patients")).to_be_visible(timeout=STEP_MS)
     expect(page.get_by_text("Dr Browser")).to_be_visible()
 
@@ -137,5 +119,5 @@ def test_a_deep_link_shows_the_login_form_then_the_page(server: Server, page) ->
     expect(page.get_by_label("Username", exact=True)).to_be_visible(timeout=STEP_MS)
     expect(page.get_by_role("heading", name="Audit log")).to_have_count(0)
     # A bookmarked record page: the login form first, then the page that was asked for.
-    _log_in(page, server.url, "patient")
+    log_in(page, server.url, USERNAME, PASSWORD, "patient")
     expect(page.get_by_text("No patient selected.")).to_be_visible(timeout=STEP_MS)

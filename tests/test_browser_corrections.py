@@ -25,8 +25,15 @@ from core.records import Demographics, create_patient
 from db import models
 from db.migrate import upgrade
 from db.session import session_scope
-from tests.browser_support import CHROMIUM, STEP_MS, chromium_page, running_streamlit
-from tests.test_browser_xray import Server, _Environment
+from tests.browser_support import (
+    STEP_MS,
+    Environment,
+    chromium_page,
+    log_in,
+    running_streamlit,
+    throwaway_env,
+)
+from tests.test_browser_xray import Server
 from tests.xray_samples import png_variant
 
 pytestmark = pytest.mark.browser
@@ -48,12 +55,9 @@ DRAG = (60, 40)  # canvas pixels
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A migrated SQLite database with a doctor and a patient with two diagnosed films."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not installed (`make test` installs Debian's chromium)")
     var_dir = tmp_path_factory.mktemp("browser-corrections")
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{var_dir / 'cxr.db'}", "CXR_VAR_DIR": str(var_dir)}
-    env.pop("CXR_DATABASE_URL", None)
-    with _Environment(env):
+    env = throwaway_env(var_dir)
+    with Environment(env):
         from core import diagnosis
 
         upgrade()
@@ -93,7 +97,7 @@ def _settled_box(page, locator) -> dict[str, float]:  # type: ignore[no-untyped-
 
 def _rows(env: dict[str, str]) -> tuple[dict[str, Any], list[models.Correction], models.Study]:
     """The first film's diagnosis (as plain values), every correction, and the first film's study row."""
-    with _Environment(env), session_scope() as s:
+    with Environment(env), session_scope() as s:
         d = s.scalars(select(models.Diagnosis).order_by(models.Diagnosis.id)).first()
         assert d is not None
         diagnosis = {c.name: getattr(d, c.name) for c in models.Diagnosis.__table__.columns}
@@ -110,11 +114,7 @@ def test_correct_a_finding_and_move_a_box(server: Server) -> None:
     finding = next(t["name"] for t in before["thresholds"] if t["name"] not in before["flagged"])
 
     with chromium_page(1400, 1300) as page:
-        page.goto(server.url)
-        expect(page.get_by_label("Username", exact=True)).to_be_visible(timeout=STEP_MS)
-        page.get_by_label("Username", exact=True).fill(USERNAME)
-        page.get_by_label("Password", exact=True).fill(PASSWORD)
-        page.get_by_role("button", name="Log in").click()
+        log_in(page, server.url, USERNAME, PASSWORD)
         page.get_by_label("Patient ID or name").fill(PATIENT_ID)
         page.get_by_role("button", name="Search").click()
         page.get_by_role("button", name="Open").click()

@@ -21,13 +21,19 @@ import pytest
 from sqlalchemy import update
 
 from core.auth import create_user
-from core.config import get_settings
 from core.records import Demographics, create_patient
 from db import models
 from db.base import utcnow
 from db.migrate import upgrade
-from db.session import dispose_engines, session_scope
-from tests.browser_support import CHROMIUM, STEP_MS, chromium_page, running_streamlit
+from db.session import session_scope
+from tests.browser_support import (
+    STEP_MS,
+    Environment,
+    chromium_page,
+    log_in,
+    running_streamlit,
+    throwaway_env,
+)
 from tests.xray_samples import DICOM, DICOM_PATIENT_ID, PNG, png_variant
 
 pytestmark = pytest.mark.browser
@@ -45,39 +51,12 @@ class Server:
     env: dict[str, str]
 
 
-class _Environment:
-    """Point this process's settings at the server's database and data directory for a block."""
-
-    KEYS = ("CXR_DATABASE_URL", "DATABASE_URL", "CXR_VAR_DIR")
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-
-    def __enter__(self) -> None:
-        self.saved = {k: os.environ.get(k) for k in self.KEYS}
-        os.environ.pop("CXR_DATABASE_URL", None)
-        os.environ.update(DATABASE_URL=self.env["DATABASE_URL"], CXR_VAR_DIR=self.env["CXR_VAR_DIR"])
-        get_settings.cache_clear()
-
-    def __exit__(self, *exc: object) -> None:
-        for key, value in self.saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        get_settings.cache_clear()
-        dispose_engines()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A migrated SQLite database with a doctor, the patient, and another patient's two waiting films."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not installed (`make test` installs Debian's chromium)")
     var_dir = tmp_path_factory.mktemp("browser-xray")
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{var_dir / 'cxr.db'}", "CXR_VAR_DIR": str(var_dir)}
-    env.pop("CXR_DATABASE_URL", None)
-    with _Environment(env):
+    env = throwaway_env(var_dir)
+    with Environment(env):
         from core import diagnosis
 
         upgrade()
@@ -135,11 +114,7 @@ def test_upload_png_and_dicom_then_history_and_worklist(server: Server, page, tm
 
     from core.model_registry import read_registry
 
-    page.goto(server.url)
-    expect(page.get_by_label("Username", exact=True)).to_be_visible(timeout=STEP_MS)
-    page.get_by_label("Username", exact=True).fill(USERNAME)
-    page.get_by_label("Password", exact=True).fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
+    log_in(page, server.url, USERNAME, PASSWORD)
     page.get_by_label("Patient ID or name").fill(PATIENT_ID)
     page.get_by_role("button", name="Search").click()
     page.get_by_role("button", name="Open").click()
@@ -150,7 +125,7 @@ def test_upload_png_and_dicom_then_history_and_worklist(server: Server, page, tm
     # The PNG: saved, with its top three findings and (when a detector is active) its boxes.
     page.locator("input[type=file]").set_input_files(str(PNG))
     expect(page.get_by_text("Analysed and saved in")).to_be_visible(timeout=STEP_MS)
-    with _Environment(server.env):
+    with Environment(server.env):
         from core import diagnosis
 
         [png_study] = diagnosis.patient_history(PATIENT_ID)
@@ -178,7 +153,7 @@ def test_upload_png_and_dicom_then_history_and_worklist(server: Server, page, tm
     # History: both films, newest (the DICOM) first.
     page.get_by_role("link", name="Imaging history").first.click()
     expect(page.get_by_text("2 films, newest first")).to_be_visible(timeout=STEP_MS)
-    with _Environment(server.env):
+    with Environment(server.env):
         history = [s.study_id for s in diagnosis.patient_history(PATIENT_ID)]
         expected_worklist = [item.study_id for item in diagnosis.worklist()]
     expect(page.locator('[class*="st-key-xr-open-"]')).to_have_count(len(history), timeout=STEP_MS)
