@@ -28,7 +28,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from core import storage
 from core.auth import AuthenticatedUser
-from core.diagnosis import Box, FindingRead
+from core.diagnosis import Box, FindingRead, boxes_of, findings_of, patient_name
 from core.errors import ConflictError, NotFound, ValidationError
 from core.training.nih_boxes import CLASSES  # numpy/pandas only: no torch or Ultralytics at import
 from core.validation import Checker
@@ -163,25 +163,6 @@ class QueueItem:
 # ---------------------------------------------------------------- helpers
 
 
-def _patient_name(p: models.Patient) -> str:
-    return f"{p.family_name.upper()}, {p.given_name}"
-
-
-def _findings(diagnosis: models.Diagnosis) -> tuple[FindingRead, ...]:
-    return tuple(
-        FindingRead(
-            t["name"], float(diagnosis.probabilities[t["name"]]), float(t["threshold"]), bool(t["urgent"])
-        )
-        for t in diagnosis.thresholds
-    )
-
-
-def _model_boxes(diagnosis: models.Diagnosis) -> tuple[Box, ...]:
-    return tuple(
-        Box(d["label"], float(d["confidence"]), *(float(v) for v in d["box"])) for d in diagnosis.detections
-    )
-
-
 def _model_labels(diagnosis: models.Diagnosis) -> dict[str, str]:
     flagged = set(diagnosis.flagged)
     return {t["name"]: PRESENT if t["name"] in flagged else ABSENT for t in diagnosis.thresholds}
@@ -194,7 +175,7 @@ def _ordered(labels: Mapping[str, str], diagnosis: models.Diagnosis) -> dict[str
 
 
 def _editable_model_boxes(diagnosis: models.Diagnosis) -> tuple[CorrectedBox, ...]:
-    return tuple(CorrectedBox.from_model(b) for b in _model_boxes(diagnosis) if b.label in BOX_CLASSES)
+    return tuple(CorrectedBox.from_model(b) for b in boxes_of(diagnosis) if b.label in BOX_CLASSES)
 
 
 def _stored_boxes(values: Iterable[Mapping[str, Any]]) -> tuple[CorrectedBox, ...]:
@@ -355,7 +336,7 @@ def get_editor_state(study_id: int, actor: AuthenticatedUser, *, audit: bool = T
         study, diagnosis = _load(session, study_id)
         patient = repo.get_patient_by_pk(session, study.patient_pk)
         rows = repo.corrections_of_study(session, study.id)
-        model_boxes = _model_boxes(diagnosis)
+        model_boxes = boxes_of(diagnosis)
         if rows:
             latest, username = rows[0]
             labels, boxes, note = _ordered(latest.labels, diagnosis), _stored_boxes(latest.boxes), latest.note
@@ -378,14 +359,14 @@ def get_editor_state(study_id: int, actor: AuthenticatedUser, *, audit: bool = T
             study_id=study.id,
             diagnosis_id=diagnosis.id,
             patient_id=patient.patient_id,
-            patient_name=_patient_name(patient),
+            patient_name=patient_name(patient),
             status=study.status,
             study_version=study.version,
             width=study.width,
             height=study.height,
             preview_path=store.absolute(study.preview_path),
             model_image_path=store.absolute(diagnosis.overlay_path or study.preview_path),
-            findings=_findings(diagnosis),
+            findings=findings_of(diagnosis),
             model_boxes=model_boxes,
             detector_ran=diagnosis.detector_version is not None,
             labels=labels,
@@ -435,9 +416,7 @@ def save_correction(
             _check_version(study.version, expected_version)
 
             model_labels = _model_labels(diagnosis)
-            agrees = clean_labels == model_labels and _same_boxes(
-                checked_boxes, _editable_model_boxes(diagnosis)
-            )
+            agrees = clean_labels == model_labels and _same_boxes(checked_boxes, _editable_model_boxes(diagnosis))
             before = study.status
             study.status = ("reviewed" if agrees else "corrected") if mark_reviewed else study.status
             # Every save bumps the version, even a draft that leaves the status as it was: the UPDATE's
@@ -514,13 +493,13 @@ def review_queue(limit: int = 50) -> tuple[QueueItem, ...]:
         rows = repo.new_studies_with_latest_diagnosis(session, QUEUE_SCAN_LIMIT)
         items = []
         for s, d, p in rows:
-            findings = _findings(d)
+            findings = findings_of(d)
             closest = min(findings, key=lambda f: abs(_logit(f.probability) - _logit(f.threshold)))
             items.append(
                 QueueItem(
                     study_id=s.id,
                     patient_id=p.patient_id,
-                    patient_name=_patient_name(p),
+                    patient_name=patient_name(p),
                     uploaded_at=s.uploaded_at,
                     triage_level=d.triage_level,
                     uncertain=d.uncertain,

@@ -263,7 +263,8 @@ def _load_patient(session: Session, patient_id: str) -> models.Patient:
     return patient
 
 
-def _patient_name(p: models.Patient) -> str:
+def patient_name(p: models.Patient) -> str:
+    """How pages show a patient: FAMILY, Given."""
     return f"{p.family_name.upper()}, {p.given_name}"
 
 
@@ -363,13 +364,21 @@ def _render(image: imaging.XrayImage, analysis: inference.Analysis, classifier: 
     return _Rendered(_encode_jpeg(grey), _encode_jpeg(thumb), overlay, buffer.getvalue())
 
 
-def _findings(diagnosis: models.Diagnosis) -> tuple[FindingRead, ...]:
+def findings_of(diagnosis: models.Diagnosis) -> tuple[FindingRead, ...]:
+    """A stored diagnosis's findings in model card order."""
     # ``thresholds`` is a list in model card order (PostgreSQL's JSONB does not keep an object's key order).
     return tuple(
         FindingRead(
             t["name"], float(diagnosis.probabilities[t["name"]]), float(t["threshold"]), bool(t["urgent"])
         )
         for t in diagnosis.thresholds
+    )
+
+
+def boxes_of(diagnosis: models.Diagnosis) -> tuple[Box, ...]:
+    """A stored diagnosis's detector boxes, in the original image's pixels."""
+    return tuple(
+        Box(d["label"], float(d["confidence"]), *(float(v) for v in d["box"])) for d in diagnosis.detections
     )
 
 
@@ -389,7 +398,7 @@ def _view(
         study_id=study.id,
         diagnosis_id=diagnosis.id,
         patient_id=patient.patient_id,
-        patient_name=_patient_name(patient),
+        patient_name=patient_name(patient),
         status=study.status,
         study_version=study.version,
         uploaded_at=study.uploaded_at,
@@ -400,11 +409,8 @@ def _view(
         height=study.height,
         sha256=study.sha256,
         dicom=study.dicom,
-        findings=_findings(diagnosis),
-        boxes=tuple(
-            Box(d["label"], float(d["confidence"]), *(float(v) for v in d["box"]))
-            for d in diagnosis.detections
-        ),
+        findings=findings_of(diagnosis),
+        boxes=boxes_of(diagnosis),
         triage_level=diagnosis.triage_level,
         uncertain=diagnosis.uncertain,
         uncertain_reason=diagnosis.uncertain_reason,
@@ -650,7 +656,7 @@ def worklist(limit: int = WORKLIST_LIMIT) -> tuple[WorklistItem, ...]:
                 WorklistItem(
                     study_id=s.id,
                     patient_id=p.patient_id,
-                    patient_name=_patient_name(p),
+                    patient_name=patient_name(p),
                     uploaded_at=s.uploaded_at,
                     triage_level=d.triage_level,
                     uncertain=d.uncertain,

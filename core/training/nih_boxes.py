@@ -42,6 +42,7 @@ import pandas as pd
 from PIL import Image
 
 from core.config import get_settings
+from core.training.detector_metrics import iou_matrix
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +116,6 @@ def dataset_hash(data_dir: Path | None = None) -> str:
     return digest.hexdigest()
 
 
-def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return inter / (area_a[:, None] + area_b[None, :] - inter + 1e-9)
-
-
 def fuse_duplicates(boxes: np.ndarray, iou: float = FUSE_IOU) -> np.ndarray:
     """Boxes (of one class on one image) overlapping at >= ``iou``, transitively, replaced by their mean."""
     n = len(boxes)
@@ -135,7 +127,7 @@ def fuse_duplicates(boxes: np.ndarray, iou: float = FUSE_IOU) -> np.ndarray:
             i = parent[i]
         return i
 
-    overlaps = _iou_matrix(boxes, boxes)
+    overlaps = iou_matrix(boxes, boxes)
     for i in range(n):
         for j in range(i + 1, n):
             if overlaps[i, j] >= iou:
