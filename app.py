@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages import ui
-from pages.login import login_form
+from ui import fmt, session
+from ui.login import login_form
 
 st.set_page_config(page_title="CXR assistant", page_icon=":material/radiology:", layout="wide")
 
-user = ui.active_user()  # None when signed out, or when the idle timeout just ended the session
+user = session.active_user()  # None when signed out, or when the idle timeout just ended the session
 
 # url_path differs from each file name on purpose: Streamlit still treats a folder named ``pages/`` as a
 # v1 multipage app until the first st.navigation call of the process (and AppTest resets that before every
@@ -52,9 +52,9 @@ if user is None:
 
 page = st.navigation([*clinical, *admin_only] if user.is_admin else clinical)
 with st.sidebar:
-    st.markdown(f"**{ui.md(user.full_name or user.username)}**  \n:gray[{user.username} · {user.role}]")
+    st.markdown(f"**{fmt.md(user.full_name or user.username)}**  \n:gray[{user.username} · {user.role}]")
     if st.button("Log out", icon=":material/logout:"):
-        ui.sign_out("You have logged out.")
+        session.sign_out("You have logged out.")
         st.rerun()
-    ui.idle_watch()
+    session.idle_watch()
 page.run()

@@ -36,12 +36,12 @@ ALLERGY_KINDS: tuple[str, ...] = ("drug", "food", "other")
 SEVERITIES: tuple[str, ...] = ("mild", "moderate", "severe", "life-threatening")
 CONDITION_STATUSES: tuple[str, ...] = ("active", "resolved")
 # new: nobody has reviewed the model's read yet (the worklist); reviewed: a doctor agreed with it; corrected: a
-# doctor changed a finding or a box (core.corrections).
+# doctor changed a finding or a box (core.review.corrections).
 STUDY_STATUSES: tuple[str, ...] = ("new", "reviewed", "corrected")
 # What a doctor says about one finding in a correction.
 FINDING_LABELS: tuple[str, ...] = ("present", "absent", "uncertain")
 SOURCE_FORMATS: tuple[str, ...] = ("png", "jpeg", "dicom")
-# Most pressing first: the worklist sorts by this order (see core.triage).
+# Most pressing first: the worklist sorts by this order (see core.ml.triage).
 TRIAGE_LEVELS: tuple[str, ...] = ("urgent", "priority", "routine")
 
 # Column lengths; core.validation checks input against these so the database never truncates or rejects.

@@ -9,18 +9,18 @@ import streamlit as st
 
 from core import auth, records
 from core.errors import PermissionDenied
-from pages import ui
+from ui import fmt, session
 
 PAGE_SIZE = 100
 ANY = "Any"
 
-user = ui.require_user()
+user = session.require_user()
 st.title("Audit log", anchor=False)
 if not user.is_admin:  # app.py hides the page from doctors; this refuses a direct run too
     st.error("Only administrators can see the audit log.", icon=":material/block:")
     st.stop()
 
-today = ui.utcnow().date()
+today = session.utcnow().date()
 with st.form("audit_filters"):
     who, patient, action, when = st.columns([2, 2, 2, 3])
     usernames = [u.username for u in auth.list_users(user)]
@@ -62,7 +62,7 @@ def _doc(value: dict[str, object] | None) -> str:
 
 rows = [
     {
-        "When (UTC)": ui.fmt_datetime(e.at),
+        "When (UTC)": fmt.moment(e.at),
         "User": e.username,
         "Action": e.action,
         "Patient": e.patient_id or "",

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import diagnosis
 from core.errors import NotFound
-from pages import ui, xray_views
+from core.xray import diagnosis
+from ui import fmt, session, xray_views
 
-user = ui.require_user()
-patient_id = st.session_state.get(ui.PATIENT_ID)
+user = session.require_user()
+patient_id = st.session_state.get(session.PATIENT_ID)
 if not patient_id:
     st.info("No patient selected.", icon=":material/person_search:")
-    st.page_link(ui.PATIENTS_PAGE, label="Find a patient", icon=":material/search:")
+    st.page_link(session.PATIENTS_PAGE, label="Find a patient", icon=":material/search:")
     st.stop()
 try:
-    record = ui.current_record(patient_id, user)
+    record = session.current_record(patient_id, user)
     studies = diagnosis.patient_history(record.patient_id)
 except NotFound as exc:
     st.error(str(exc), icon=":material/person_off:")
@@ -23,8 +23,8 @@ except NotFound as exc:
 d = record.demographics
 st.title("Imaging history", anchor=False)
 head, upload = st.columns([4, 1], vertical_alignment="bottom")
-head.subheader(ui.md(f"{d.family_name.upper()}, {d.given_name} · {record.patient_id}"), anchor=False)
-upload.page_link(ui.XRAY_PAGE, label="Upload an X-ray", icon=":material/upload_file:")
+head.subheader(fmt.md(f"{d.family_name.upper()}, {d.given_name} · {record.patient_id}"), anchor=False)
+upload.page_link(session.XRAY_PAGE, label="Upload an X-ray", icon=":material/upload_file:")
 if not studies:
     st.info("No X-ray in this record yet.", icon=":material/radiology:")
     st.stop()

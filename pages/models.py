@@ -5,17 +5,17 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import model_registry as registry
 from core.auth import AuthenticatedUser
 from core.errors import AppError, ConflictError
-from pages import ui
+from core.ml import registry
+from ui import fmt, session
 
-user = ui.require_user()
+user = session.require_user()
 st.title("Models", anchor=False)
 if not user.is_admin:  # app.py hides the page from doctors; this refuses a direct run too
     st.error("Only administrators can see and promote model versions.", icon=":material/block:")
     st.stop()
-ui.show_flash()
+session.show_flash()
 
 
 def _metric(value: float | None, ci95: tuple[float, float] | None = None) -> str:
@@ -31,13 +31,13 @@ def _promote(kind: str, version: str, seen_active: str | None, actor: Authentica
     try:
         done = registry.promote(kind, version, actor, override_reason=reason, expected_active=seen_active)
     except ConflictError as exc:
-        ui.flash(str(exc), "warning")
+        session.flash(str(exc), "warning")
     except AppError as exc:  # PromotionRefused, ValidationError, ModelNotAvailable: the message says why
-        ui.flash(str(exc), "error")
+        session.flash(str(exc), "error")
     else:
         st.session_state.pop(f"models.{kind}.reason", None)
-        ui.load_models.clear()  # the X-ray page warms the new version up instead of the first upload
-        ui.flash(done.message())
+        session.load_models.clear()  # the X-ray page warms the new version up instead of the first upload
+        session.flash(done.message())
 
 
 def _chart(comparison: registry.Comparison) -> None:
@@ -78,7 +78,7 @@ for kind, tab in zip(registry.KINDS, st.tabs([k.capitalize() for k in registry.K
                     v.val_metric: _metric(v.val_value),
                     "Test images": v.test_images,
                     "Parent": v.parent or "—",
-                    "Created": ui.fmt_date(v.created),
+                    "Created": fmt.day(v.created),
                 }
                 for v in versions
             ],

@@ -5,10 +5,10 @@ from __future__ import annotations
 import streamlit as st
 
 from core import records
-from pages import fields, forms, ui
+from ui import fields, fmt, forms, session
 
-user = ui.require_user()
-ui.show_flash()
+user = session.require_user()
+session.show_flash()
 st.title("Patients", anchor=False)
 
 with st.form("patient_search", border=False):
@@ -21,11 +21,11 @@ with st.form("patient_search", border=False):
     button_col.form_submit_button("Search", type="primary", icon=":material/search:", width="stretch")
 
 query = st.session_state.get("search_query", "").strip()
-hits = records.search_patients(query, limit=ui.SEARCH_LIMIT) if query else []
+hits = records.search_patients(query, limit=session.SEARCH_LIMIT) if query else []
 if query and not hits:
-    st.info(f"No patient matches “{ui.md(query)}”. Check the ID, or register the patient below.")
+    st.info(f"No patient matches “{fmt.md(query)}”. Check the ID, or register the patient below.")
 if hits:
-    more = " — the first ones only: type more of the ID or name" if len(hits) == ui.SEARCH_LIMIT else ""
+    more = " — the first ones only: type more of the ID or name" if len(hits) == session.SEARCH_LIMIT else ""
     st.caption(f"{len(hits)} match{'es' if len(hits) != 1 else ''}{more}")
     widths = [2, 4, 1.5, 3, 1.5]
     with st.container(border=True):
@@ -35,14 +35,14 @@ if hits:
             column.caption(heading)
         for hit in hits:
             pid_col, name_col, sex_col, born_col, open_col = st.columns(widths, vertical_alignment="center")
-            pid_col.markdown(f"**{ui.md(hit.patient_id)}**")
-            name_col.markdown(ui.md(hit.display_name))
-            sex_col.markdown(ui.label(hit.sex))
-            born_col.markdown(f"{ui.fmt_date(hit.date_of_birth)} ({ui.age_years(hit.date_of_birth)} y)")
+            pid_col.markdown(f"**{fmt.md(hit.patient_id)}**")
+            name_col.markdown(fmt.md(hit.display_name))
+            sex_col.markdown(fmt.label(hit.sex))
+            born_col.markdown(f"{fmt.day(hit.date_of_birth)} ({fmt.age_years(hit.date_of_birth)} y)")
             if open_col.button(
                 "Open", key=f"open.{hit.patient_id}", icon=":material/folder_open:", width="stretch"
             ):
-                ui.open_record(hit.patient_id)
+                session.open_record(hit.patient_id)
 
 new_patient = "new_patient"
 with (
@@ -60,5 +60,5 @@ if submitted:
         lambda: records.create_patient(patient_id, records.Demographics(**values), user),
         done="Patient registered.",
         fields=(fields.PATIENT_ID, *fields.DEMOGRAPHICS),
-        after=lambda created: ui.open_record(created.patient_id),
+        after=lambda created: session.open_record(created.patient_id),
     )

@@ -8,48 +8,49 @@ import streamlit as st
 
 from core import records
 from core.errors import NotFound
-from pages import fields, forms, ui, views
+from ui import fields, fmt, forms, session
+from ui import record_views as views
 
-user = ui.require_user()
-patient_id = st.session_state.get(ui.PATIENT_ID)
+user = session.require_user()
+patient_id = st.session_state.get(session.PATIENT_ID)
 if not patient_id:
     st.info("No patient selected.", icon=":material/person_search:")
-    st.page_link(ui.PATIENTS_PAGE, label="Find a patient", icon=":material/search:")
+    st.page_link(session.PATIENTS_PAGE, label="Find a patient", icon=":material/search:")
     st.stop()
 try:
-    record = ui.current_record(patient_id, user)
+    record = session.current_record(patient_id, user)
 except NotFound as exc:
     st.error(str(exc), icon=":material/person_off:")
-    st.page_link(ui.PATIENTS_PAGE, label="Find a patient", icon=":material/search:")
+    st.page_link(session.PATIENTS_PAGE, label="Find a patient", icon=":material/search:")
     st.stop()
 d = record.demographics
 pid = record.patient_id
 
-ui.show_flash()
+session.show_flash()
 title, reload = st.columns([4, 1], vertical_alignment="bottom")
-title.title(ui.md(f"{d.family_name.upper()}, {d.given_name}"), anchor=False)
+title.title(fmt.md(f"{d.family_name.upper()}, {d.given_name}"), anchor=False)
 title.markdown(
-    f"**{pid}** · {ui.label(d.sex)} · born {ui.fmt_date(d.date_of_birth)} ({ui.age_years(d.date_of_birth)} y)"
+    f"**{pid}** · {fmt.label(d.sex)} · born {fmt.day(d.date_of_birth)} ({fmt.age_years(d.date_of_birth)} y)"
 )
 if reload.button("Refresh", icon=":material/refresh:", help="Load the latest saved version of this record"):
-    ui.mark_record_stale()
+    session.mark_record_stale()
     st.rerun()
-reload.caption(f"As of {ui.fmt_datetime(st.session_state.get(ui.RECORD_LOADED_AT))}")
+reload.caption(f"As of {fmt.moment(st.session_state.get(session.RECORD_LOADED_AT))}")
 xray_link, history_link, _ = st.columns([1, 1, 3])
-xray_link.page_link(ui.XRAY_PAGE, label="Upload an X-ray", icon=":material/radiology:")
-history_link.page_link(ui.HISTORY_PAGE, label="Imaging history", icon=":material/history:")
+xray_link.page_link(session.XRAY_PAGE, label="Upload an X-ray", icon=":material/radiology:")
+history_link.page_link(session.HISTORY_PAGE, label="Imaging history", icon=":material/history:")
 views.allergy_banner(record.allergies)
 if record.special_notes:
-    st.warning(f"**Special notes:** {ui.md(record.special_notes)}", icon=":material/sticky_note_2:")
+    st.warning(f"**Special notes:** {fmt.md(record.special_notes)}", icon=":material/sticky_note_2:")
 
 # Stable labels and a key keep the doctor on the tab they were working in across the rerun after a save.
 tabs = st.tabs(
     ["Demographics", "Visits", "Allergies", "Chronic conditions", "Special notes"],
-    key=f"{ui.RECORD_KEYS}tab",
+    key=f"{session.RECORD_KEYS}tab",
     on_change="rerun",
 )
 with tabs[0]:
-    form = f"{ui.RECORD_KEYS}demographics"
+    form = f"{session.RECORD_KEYS}demographics"
     if forms.editing(form):
         forms.edit_form(
             form,
@@ -95,19 +96,19 @@ with tabs[3]:
         remove=lambda item_id, version: records.remove_condition(item_id, version, user),
     ).render(record.conditions, empty="No chronic conditions recorded.")
 with tabs[4]:
-    form = f"{ui.RECORD_KEYS}notes"
+    form = f"{session.RECORD_KEYS}notes"
     if forms.editing(form):
         forms.edit_form(
             form,
             fields.SPECIAL_NOTES,
             latest_version=record.version,
-            show_latest=lambda: st.markdown(ui.md(record.special_notes) or "_No special notes._"),
+            show_latest=lambda: st.markdown(fmt.md(record.special_notes) or "_No special notes._"),
             save=lambda notes, version: records.update_special_notes(pid, notes, version, user),
             make=lambda special_notes: special_notes,
             done="Special notes saved.",
         )
     else:
-        st.markdown(ui.md(record.special_notes) or "_No special notes._")
+        st.markdown(fmt.md(record.special_notes) or "_No special notes._")
         if st.button("Edit special notes", icon=":material/edit:"):
             forms.start_edit(
                 form, fields.SPECIAL_NOTES, {"special_notes": record.special_notes}, record.version

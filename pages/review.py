@@ -5,32 +5,32 @@ from __future__ import annotations
 import streamlit as st
 
 from core.errors import NotFound
-from pages import correction_views as views
-from pages import ui, xray_views
+from ui import fmt, session, xray_views
+from ui import review_views as views
 
-user = ui.require_user()
-ui.show_flash()
+user = session.require_user()
+session.show_flash()
 st.title("Review / correct", anchor=False)
-study_id = st.session_state.get(ui.STUDY_ID)
+study_id = st.session_state.get(session.STUDY_ID)
 if study_id is None:
     st.info("Open a film from the review queue or a patient's imaging history.", icon=":material/radiology:")
-    st.page_link(ui.QUEUE_PAGE, label="Review queue", icon=":material/fact_check:")
+    st.page_link(session.QUEUE_PAGE, label="Review queue", icon=":material/fact_check:")
     st.stop()
 try:
     state = views.current_state(study_id, user)
 except NotFound as exc:
-    st.session_state.pop(ui.STUDY_ID, None)
+    st.session_state.pop(session.STUDY_ID, None)
     st.error(str(exc), icon=":material/error:")
     st.stop()
 
 head, links = st.columns([3, 2], vertical_alignment="bottom")
-head.subheader(ui.md(f"{state.patient_name} · {state.patient_id}"), anchor=False)
+head.subheader(fmt.md(f"{state.patient_name} · {state.patient_id}"), anchor=False)
 with links:
     left, right = st.columns(2)
-    left.page_link(ui.XRAY_PAGE, label="X-ray result", icon=":material/radiology:")
-    right.page_link(ui.HISTORY_PAGE, label="Imaging history", icon=":material/history:")
+    left.page_link(session.XRAY_PAGE, label="X-ray result", icon=":material/radiology:")
+    right.page_link(session.HISTORY_PAGE, label="Imaging history", icon=":material/history:")
 source = (
-    f"from {ui.md(state.based_on_by)}'s reading of {ui.fmt_datetime(state.based_on_at)}"
+    f"from {fmt.md(state.based_on_by)}'s reading of {fmt.moment(state.based_on_at)}"
     if state.based_on
     else "from the model's read"
 )

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import corrections, export
 from core.errors import AppError
-from pages import ui, xray_views
+from core.review import corrections, export
+from ui import fmt, session, xray_views
 
 EXPORT = "cx.export"  # path of the zip of this session's last export (a str)
 
-user = ui.require_user()
-ui.show_flash()
+user = session.require_user()
+session.show_flash()
 st.title("Review queue", anchor=False)
 st.caption(
     "Unreviewed X-rays, least certain first: films whose triage was marked uncertain, then those whose read "
@@ -34,7 +34,7 @@ with st.container(border=True):
     for item in items:
         level, who, closest, waiting, action = st.columns(widths, vertical_alignment="center")
         level.markdown(xray_views.triage_badge(item.triage_level, item.uncertain))
-        who.markdown(f"**{ui.md(item.patient_id)}**  \n{ui.md(item.patient_name)}")
+        who.markdown(f"**{fmt.md(item.patient_id)}**  \n{fmt.md(item.patient_name)}")
         closest.markdown(
             f"{item.closest_finding.replace('_', ' ')} {item.closest_probability:.0%} "
             f":gray[(threshold {item.closest_threshold:.0%} · margin {item.margin:.2f})]"
@@ -43,7 +43,7 @@ with st.container(border=True):
         if action.button(
             "Review", key=f"rq.open.{item.study_id}", icon=":material/rate_review:", width="stretch"
         ):
-            ui.open_review(item.study_id, item.patient_id)
+            session.open_review(item.study_id, item.patient_id)
 
 if user.is_admin:
     st.subheader("Training set", anchor=False)

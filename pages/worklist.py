@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import diagnosis
-from pages import ui, xray_views
+from core.xray import diagnosis
+from ui import fmt, session, xray_views
 
-user = ui.require_user()
+user = session.require_user()
 st.title("Emergency worklist", anchor=False)
 st.caption(
     "Unreviewed X-rays across all patients: most urgent first, then the longest waiting. Refreshes every minute."
@@ -29,14 +29,14 @@ def worklist() -> None:
         for item in items:
             level, who, found, waiting, action = st.columns(widths, vertical_alignment="center")
             level.markdown(xray_views.triage_badge(item.triage_level, item.uncertain))
-            who.markdown(f"**{ui.md(item.patient_id)}**  \n{ui.md(item.patient_name)}")
+            who.markdown(f"**{fmt.md(item.patient_id)}**  \n{fmt.md(item.patient_name)}")
             over = f" · {len(item.flagged)} over threshold" if item.flagged else ""
             found.markdown(f"{item.top_finding.replace('_', ' ')} {item.top_probability:.0%}:gray[{over}]")
             waiting.markdown(xray_views.waited(item.uploaded_at))
             if action.button(
                 "Open", key=f"wl.open.{item.study_id}", icon=":material/visibility:", width="stretch"
             ):
-                ui.open_study(item.study_id, item.patient_id)
+                session.open_study(item.study_id, item.patient_id)
 
 
 worklist()

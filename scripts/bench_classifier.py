@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from core.classifier import Classifier, overlay_heatmap, to_model_input  # noqa: E402
 from core.imaging import read_image  # noqa: E402
-from core.model_registry import active_model_dir  # noqa: E402
+from core.ml.classifier import Classifier, overlay_heatmap, to_model_input  # noqa: E402
+from core.ml.registry import active_model_dir  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:

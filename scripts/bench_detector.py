@@ -25,15 +25,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.detector import Detector, to_model_input  # noqa: E402
 from core.imaging import read_image  # noqa: E402
+from core.ml.detector import Detector, to_model_input  # noqa: E402
 
 
 def untrained_package(size: int, architecture: str = "yolo11n.yaml") -> Path:
     """A package folder with untrained weights exported at ``size`` (for latency only)."""
-    import core.yolo_env
+    import core.ml.yolo_env
 
-    core.yolo_env.configure()
+    core.ml.yolo_env.configure()
     from ultralytics import YOLO
     from ultralytics.nn.tasks import DetectionModel
 
@@ -49,7 +49,7 @@ def untrained_package(size: int, architecture: str = "yolo11n.yaml") -> Path:
     yolo.model.names = dict(enumerate(CLASSES))
     yolo.save(folder / "model.pt")
     saved = YOLO(str(folder / "model.pt"), task="detect")
-    core.yolo_env.use_threads(saved)
+    core.ml.yolo_env.use_threads(saved)
     Path(saved.export(format="onnx", imgsz=size, device="cpu")).replace(folder / "model.onnx")
     card = {
         "version": f"untrained-{Path(architecture).stem}-{size}",
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.untrained:
         folder = untrained_package(args.untrained)
     else:
-        from core.model_registry import active_model_dir
+        from core.ml.registry import active_model_dir
 
         folder = args.model_dir or active_model_dir("detector")
     pixels = read_image(args.image.read_bytes(), args.image.name).pixels

@@ -3,7 +3,7 @@
     .venv/bin/python scripts/bench_diagnose.py [--runs 40] [--batch 60] [--image assets/samples/00005869_001.png]
                                                [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/test]
 
-Single diagnosis: ``core.diagnosis.diagnose_upload`` — the function the upload page calls — warm (models
+Single diagnosis: ``core.xray.diagnosis.diagnose_upload`` — the function the upload page calls — warm (models
 loaded, three uploads done first), on a fresh migrated database (a temporary SQLite file, or a temporary
 schema in the PostgreSQL database given, dropped afterwards) and a temporary data directory. Every run
 uploads different bytes (the sample re-encoded with one pixel changed, prepared beforehand), so no run is
@@ -62,9 +62,9 @@ def load() -> str:
 
 
 def single(runs: int, image: Path) -> None:
-    from core import diagnosis
     from core.auth import create_user
     from core.records import Demographics, create_patient
+    from core.xray import diagnosis
 
     user = create_user("bench.doctor", "a long benchmark password", role="doctor", full_name="Benchmark")
     create_patient("BENCH-1", Demographics("Bench", "Mark", "unknown", date(1970, 1, 1)), user)

@@ -71,7 +71,7 @@ def _prepare_url(url: str | None, keep: bool) -> tuple[str, Callable[[], None]]:
 
 
 def _seed(count: int, batch: int) -> list[str]:
-    from core.demo_data import synthetic_patients
+    from core.records.demo_data import synthetic_patients
     from core.validation import normalize_name
     from db import repository as repo
     from db.session import session_scope
@@ -145,7 +145,7 @@ def main() -> int:
     try:
         from core import records
         from core.auth import create_user
-        from core.demo_data import FAMILY_NAMES, GIVEN_NAMES
+        from core.records.demo_data import FAMILY_NAMES, GIVEN_NAMES
         from core.validation import normalize_name
         from db.migrate import upgrade
         from db.session import dispose_engines, get_engine

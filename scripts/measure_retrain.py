@@ -61,11 +61,11 @@ def main() -> int:
         os.symlink(built, work / "var" / "datasets" / "nih_boxes")
 
     from core.auth import create_user
-    from core.corrections import PRESENT, UNCERTAIN, CorrectedBox, get_editor_state, save_correction
-    from core.diagnosis import diagnose_upload
-    from core.export import export_reviewed
     from core.records import Demographics, create_patient
+    from core.review.corrections import PRESENT, UNCERTAIN, CorrectedBox, get_editor_state, save_correction
+    from core.review.export import export_reviewed
     from core.training.nih_boxes import CLASSES, read_ground_truth
+    from core.xray.diagnosis import diagnose_upload
     from db.migrate import upgrade
 
     upgrade()

@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     extra: tuple = ()
     if args.learned:
-        from core.inference import get_classifier, learned_scope_check
+        from core.ml.inference import get_classifier, learned_scope_check
 
         extra = (learned_scope_check(get_classifier()),)
     tallies = run(chest_sets(shared), True, extra) + run(non_chest_sets(shared), False, extra)

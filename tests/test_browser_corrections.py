@@ -58,7 +58,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     var_dir = tmp_path_factory.mktemp("browser-corrections")
     env = throwaway_env(var_dir)
     with Environment(env):
-        from core import diagnosis
+        from core.xray import diagnosis
 
         upgrade()
         doctor = create_user(USERNAME, PASSWORD, role="doctor", full_name="Dr Correct")

@@ -57,7 +57,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     var_dir = tmp_path_factory.mktemp("browser-xray")
     env = throwaway_env(var_dir)
     with Environment(env):
-        from core import diagnosis
+        from core.xray import diagnosis
 
         upgrade()
         doctor = create_user(USERNAME, PASSWORD, role="doctor", full_name="Dr Xray")
@@ -112,7 +112,7 @@ def _ordered_ids(page, prefix: str) -> list[int]:  # type: ignore[no-untyped-def
 def test_upload_png_and_dicom_then_history_and_worklist(server: Server, page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from playwright.sync_api import expect
 
-    from core.model_registry import read_registry
+    from core.ml.registry import read_registry
 
     log_in(page, server.url, USERNAME, PASSWORD)
     page.get_by_label("Patient ID or name").fill(PATIENT_ID)
@@ -126,7 +126,7 @@ def test_upload_png_and_dicom_then_history_and_worklist(server: Server, page, tm
     page.locator("input[type=file]").set_input_files(str(PNG))
     expect(page.get_by_text("Analysed and saved in")).to_be_visible(timeout=STEP_MS)
     with Environment(server.env):
-        from core import diagnosis
+        from core.xray import diagnosis
 
         [png_study] = diagnosis.patient_history(PATIENT_ID)
         png_view = diagnosis.get_diagnosis(png_study.study_id, _doctor(), audit=False)

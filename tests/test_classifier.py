@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import inference
-from core.classifier import Classifier, colorize, overlay_heatmap
 from core.imaging import read_image
-from core.model_registry import active_model_dir
+from core.ml import inference
+from core.ml.classifier import Classifier, colorize, overlay_heatmap
+from core.ml.registry import active_model_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "assets" / "samples"
@@ -61,7 +61,7 @@ def test_heatmap_is_grad_cam(classifier, sample_pixels):
     import keras
     import tensorflow as tf
 
-    from core.classifier import to_model_input
+    from core.ml.classifier import to_model_input
 
     model = keras.saving.load_model(classifier.model_dir / "model.keras", compile=False)
     finding = "Cardiomegaly"

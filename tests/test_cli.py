@@ -103,7 +103,7 @@ def test_seed_keeps_existing_accounts(database: TestDatabase, capsys: pytest.Cap
 
 
 def test_seed_is_deterministic(database: TestDatabase) -> None:
-    from core.demo_data import synthetic_patients
+    from core.records.demo_data import synthetic_patients
 
     first = [p.patient_id + p.family_name for p in synthetic_patients(20)]
     assert first == [p.patient_id + p.family_name for p in synthetic_patients(20)]

@@ -10,17 +10,19 @@ import pytest
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
-from core import corrections as cx
-from core import diagnosis as dx
-from core import export, inference
+from core.ml import inference
 from core.records import PatientRecord
+from core.review import corrections as cx
+from core.review import export
+from core.xray import diagnosis as dx
 from db import models
 from db.session import session_scope
-from pages import correction_views, ui
 from tests.conftest import TestAccount
 from tests.test_diagnosis import StubDetector
 from tests.test_pages import APP, TIMEOUT, login, texts
 from tests.xray_samples import png_variant
+from ui import fmt, session
+from ui import review_views as correction_views
 
 MakeUser = Callable[..., TestAccount]
 MakePatient = Callable[..., PatientRecord]
@@ -47,9 +49,9 @@ def study(make_patient: MakePatient, account: TestAccount) -> dx.DiagnosisView:
 
 def open_editor(account: TestAccount, study_id: int) -> AppTest:
     at = login(account)
-    at.session_state[ui.PATIENT_ID] = "ED-1"
-    at.session_state[ui.STUDY_ID] = study_id
-    at.switch_page(ui.REVIEW_PAGE).run()
+    at.session_state[session.PATIENT_ID] = "ED-1"
+    at.session_state[session.STUDY_ID] = study_id
+    at.switch_page(session.REVIEW_PAGE).run()
     assert not at.exception, at.exception
     return at
 
@@ -151,14 +153,14 @@ def test_a_save_after_someone_elses_conflicts_and_keeps_what_was_entered(
     reloaded = at.session_state[correction_views.STATE]
     assert reloaded.note == "theirs" and reloaded.boxes == ()
     assert [e.label for e in at.expander if e.label.startswith("Your unsaved reading")]
-    assert ui.md(f"{name.replace('_', ' ')}: uncertain") in texts(at)
+    assert fmt.md(f"{name.replace('_', ' ')}: uncertain") in texts(at)
 
 
 def test_the_result_page_links_to_the_editor(account: TestAccount, study: dx.DiagnosisView) -> None:
     at = login(account)
-    at.session_state[ui.PATIENT_ID] = "ED-1"
-    at.session_state[ui.STUDY_ID] = study.study_id
-    at.switch_page(ui.XRAY_PAGE).run()
+    at.session_state[session.PATIENT_ID] = "ED-1"
+    at.session_state[session.STUDY_ID] = study.study_id
+    at.switch_page(session.XRAY_PAGE).run()
     at.button(key=f"xr.review.{study.study_id}").click().run()
     assert not at.exception, at.exception
     assert "Review / correct" in [t.value for t in at.title]
@@ -167,7 +169,7 @@ def test_the_result_page_links_to_the_editor(account: TestAccount, study: dx.Dia
 
 def test_the_editor_without_a_study(account: TestAccount) -> None:
     at = login(account)
-    at.switch_page(ui.REVIEW_PAGE).run()
+    at.switch_page(session.REVIEW_PAGE).run()
     assert not at.exception, at.exception
     assert "Open a film from the review queue" in texts(at)
 
@@ -178,19 +180,19 @@ def test_the_queue_lists_least_certain_first_and_opens_the_editor(
     make_patient("ED-1")
     ids = [dx.diagnose_upload("ED-1", png_variant(i), f"{i}.png", account.user).study_id for i in range(3)]
     at = login(account)
-    at.switch_page(ui.QUEUE_PAGE).run()
+    at.switch_page(session.QUEUE_PAGE).run()
     assert not at.exception, at.exception
     opens = [b.key for b in at.button if b.key and b.key.startswith("rq.open.")]
     assert opens == [f"rq.open.{i.study_id}" for i in cx.review_queue()] and len(opens) == 3
     assert not [b for b in at.button if b.label == "Export reviewed studies"]  # admins only
     at.button(key=f"rq.open.{ids[1]}").click().run()
     assert not at.exception, at.exception
-    assert at.session_state[ui.STUDY_ID] == ids[1] and "Review / correct" in [t.value for t in at.title]
+    assert at.session_state[session.STUDY_ID] == ids[1] and "Review / correct" in [t.value for t in at.title]
 
 
 def test_the_queue_is_empty(account: TestAccount) -> None:
     at = login(account)
-    at.switch_page(ui.QUEUE_PAGE).run()
+    at.switch_page(session.QUEUE_PAGE).run()
     assert "No X-ray is waiting for review." in texts(at)
 
 
@@ -201,7 +203,7 @@ def test_an_admin_exports_reviewed_studies_from_the_queue_page(
     cx.save_correction(study.study_id, dict(state.labels), state.boxes, "", state.study_version, account.user)
     admin = make_user("boss", role="admin")
     at = login(admin)
-    at.switch_page(ui.QUEUE_PAGE).run()
+    at.switch_page(session.QUEUE_PAGE).run()
     next(b for b in at.button if b.label == "Export reviewed studies").click().run()
     assert not at.exception, at.exception
     [success] = at.success
@@ -212,9 +214,9 @@ def test_an_admin_exports_reviewed_studies_from_the_queue_page(
 
 
 def test_review_pages_need_a_login(study: dx.DiagnosisView) -> None:
-    for page in (ui.REVIEW_PAGE, ui.QUEUE_PAGE):
+    for page in (session.REVIEW_PAGE, session.QUEUE_PAGE):
         at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-        at.session_state[ui.STUDY_ID] = study.study_id
+        at.session_state[session.STUDY_ID] = study.study_id
         at.switch_page(page).run()
         assert not at.exception, at.exception
         assert {"Username", "Password"} <= {box.label for box in at.text_input}

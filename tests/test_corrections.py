@@ -1,4 +1,4 @@
-"""Corrections (core/corrections.py) on SQLite and PostgreSQL, with the real active classifier and a stub
+"""Corrections (core/review/corrections.py) on SQLite and PostgreSQL, with the real active classifier and a stub
 detector: the editor's starting point, saving beside the model's read, reviewed vs corrected, drafts,
 concurrent saves, refusals, the history and the review queue's order."""
 
@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
-from core import corrections as cx
-from core import diagnosis as dx
-from core import inference
 from core.auth import AuthenticatedUser
 from core.errors import ConflictError, NotFound, ValidationError
+from core.ml import inference
 from core.records import PatientRecord
+from core.review import corrections as cx
+from core.xray import diagnosis as dx
 from db import models
 from db.base import utcnow
 from db.session import session_scope

@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import inference
-from core.classifier import Classification
-from core.detector import Detection, Detector, decode, draw_detections, letterbox, to_model_input
 from core.imaging import read_image
-from core.model_registry import read_registry
+from core.ml import inference
+from core.ml.classifier import Classification
+from core.ml.detector import Detection, Detector, decode, draw_detections, letterbox, to_model_input
+from core.ml.registry import read_registry
 from core.training import detector_metrics as dm
 from core.training import nih_boxes
 
@@ -108,7 +108,7 @@ def tiny(tiny_run: Path) -> Detector:
 
 
 def test_tiny_offline_training_gives_loadable_model_and_onnx(tiny_run, network_calls):
-    from ultralytics import YOLO  # already configured by tiny_run (core.training imports core.yolo_env)
+    from ultralytics import YOLO  # already configured by tiny_run (core.training imports core.ml.yolo_env)
     from ultralytics.utils import ONLINE, SETTINGS
 
     card = json.loads((tiny_run / "card.json").read_text())
@@ -136,15 +136,17 @@ def test_tiny_offline_training_gives_loadable_model_and_onnx(tiny_run, network_c
 
 
 def test_offline_settings_live_in_the_project():
-    import core.yolo_env
+    import core.ml.yolo_env
 
-    config = core.yolo_env.configure()
+    config = core.ml.yolo_env.configure()
     from ultralytics.utils import AUTOINSTALL, USER_CONFIG_DIR
 
     assert Path(USER_CONFIG_DIR) == config / "Ultralytics"
     assert not AUTOINSTALL
     font = config / "Ultralytics" / "Arial.ttf"
-    assert font.read_bytes() == core.yolo_env.font_source().read_bytes()  # DejaVu Sans, copied, not fetched
+    assert (
+        font.read_bytes() == core.ml.yolo_env.font_source().read_bytes()
+    )  # DejaVu Sans, copied, not fetched
 
 
 def test_both_runtimes_agree_on_real_images(tiny_run, tiny):

@@ -1,4 +1,4 @@
-"""The diagnose use cases (core/diagnosis.py) on SQLite and PostgreSQL, with the real active models.
+"""The diagnose use cases (core/xray/diagnosis.py) on SQLite and PostgreSQL, with the real active models.
 
 Atomicity is proven by injecting a failure after the files are written and after each row insert: no
 orphan file, no partial row, and files that other studies use are never removed.
@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select, update
 
-from core import diagnosis as dx
-from core import inference, storage
 from core.auth import AuthenticatedUser
 from core.config import get_settings
-from core.detector import Detection, DetectionResult
 from core.errors import NotFound, ValidationError
-from core.imaging import ImageRejected
+from core.imaging import ImageRejected, storage
+from core.ml import inference
+from core.ml.detector import Detection, DetectionResult
 from core.records import PatientRecord, VisitInput, add_visit
+from core.xray import diagnosis as dx
 from db import models
 from db import repository as repo
 from db.base import utcnow

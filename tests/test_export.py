@@ -1,4 +1,4 @@
-"""The export of reviewed studies as a training set (core/export.py, ``python -m core corrections export``) on
+"""The export of reviewed studies as a training set (core/review/export.py, ``python -m core corrections export``) on
 SQLite and PostgreSQL: which studies leave, the files, the CSV values, the YOLO lines, the manifest's hashes,
 the refusals, and the command line."""
 
@@ -17,13 +17,16 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from core import corrections as cx
-from core import diagnosis as dx
-from core import export, imaging, inference, storage
+from core import imaging
 from core.__main__ import main
 from core.auth import AuthenticatedUser
 from core.errors import PermissionDenied
+from core.imaging import storage
+from core.ml import inference
 from core.records import PatientRecord
+from core.review import corrections as cx
+from core.review import export
+from core.xray import diagnosis as dx
 from db import models
 from db.session import session_scope
 from tests.conftest import TestAccount

@@ -20,11 +20,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core import inference
-from core import model_registry as mr
 from core.__main__ import main
 from core.auth import AuthenticatedUser
 from core.errors import ConflictError, PermissionDenied, ValidationError
+from core.ml import inference
+from core.ml import registry as mr
 from db import models
 from db.models import LIMITS
 from db.session import session_scope
@@ -359,7 +359,7 @@ def test_after_promotion_new_diagnoses_use_the_new_version_and_old_ones_keep_the
     make_patient: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from core import diagnosis as dx
+    from core.xray import diagnosis as dx
     from tests.xray_samples import png_variant
 
     monkeypatch.setattr(inference, "_classifiers", {})  # this test's folders only

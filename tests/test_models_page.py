@@ -9,13 +9,13 @@ import pytest
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
-from core import model_registry as mr
+from core.ml import registry as mr
 from db import models
 from db.session import session_scope
-from pages import ui
 from tests.conftest import TestAccount
 from tests.model_versions import V1, ModelsDir, temporary_models_dir
 from tests.test_pages import ROOT, TIMEOUT, login, shows_login_form, start, texts
+from ui import session
 
 PAGE = "pages/models.py"
 REASON = "Reviewed by the imaging board: better on our pneumothorax audit."
@@ -114,7 +114,7 @@ def test_the_models_page_is_for_admins_only(models_dir: ModelsDir, make_user: ob
     with pytest.raises(ValueError, match="Could not find a navigation page"):
         doctor.switch_page(PAGE)
     direct = AppTest.from_file(ROOT / PAGE, default_timeout=TIMEOUT)
-    direct.session_state[ui.USER] = doctor.session_state[ui.USER]
+    direct.session_state[session.USER] = doctor.session_state[session.USER]
     direct.run()
     assert "Only administrators can see and promote model versions." in [e.value for e in direct.error]
     assert not direct.dataframe and not direct.button

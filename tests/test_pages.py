@@ -17,8 +17,8 @@ from core import records
 from core.records import AllergyInput, Demographics
 from db import models
 from db.session import session_scope
-from pages import forms, ui
 from tests.conftest import TestAccount
+from ui import fmt, forms, session
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "app.py"
@@ -53,7 +53,7 @@ def _login_inputs(at: AppTest) -> tuple:  # type: ignore[type-arg]
 
 def login(account: TestAccount) -> AppTest:
     at = submit_login(start(), account.username, account.password)
-    assert ui.USER in at.session_state, texts(at)
+    assert session.USER in at.session_state, texts(at)
     return at
 
 
@@ -94,9 +94,9 @@ def submit_form(at: AppTest, form_key: str, label: str) -> AppTest:
     return at
 
 
-ALLERGY_ADD = f"{ui.RECORD_KEYS}allergy.add"
-ALLERGY_EDIT = f"{ui.RECORD_KEYS}allergy.edit"
-DEMOGRAPHICS = f"{ui.RECORD_KEYS}demographics"
+ALLERGY_ADD = f"{session.RECORD_KEYS}allergy.add"
+ALLERGY_EDIT = f"{session.RECORD_KEYS}allergy.edit"
+DEMOGRAPHICS = f"{session.RECORD_KEYS}demographics"
 
 
 def db_allergies(patient_id: str) -> list[tuple[str, str]]:
@@ -123,7 +123,7 @@ def test_wrong_password_is_refused_with_a_clear_message(make_user: MakeUser) -> 
     account = make_user("dr.yang")
     at = submit_login(start(), account.username, "not the password")
     assert "Invalid username or password." in [e.value for e in at.error]
-    assert shows_login_form(at) and ui.USER not in at.session_state
+    assert shows_login_form(at) and session.USER not in at.session_state
 
 
 def test_five_wrong_passwords_lock_the_account_with_the_unlock_time(
@@ -141,14 +141,14 @@ def test_five_wrong_passwords_lock_the_account_with_the_unlock_time(
     # Locked means locked: even the right password is refused until then.
     submit_login(at, account.username, account.password)
     assert "locked until" in at.error[0].value
-    assert ui.USER not in at.session_state
+    assert session.USER not in at.session_state
 
 
 @pytest.mark.parametrize("page", ["pages/record.py", "pages/audit.py", "pages/patients.py"])
 def test_a_page_opened_without_login_shows_only_the_login_form(make_patient: MakePatient, page: str) -> None:
     make_patient("ED-7", given_name="Hidden", family_name="Person")
     at = start()
-    at.session_state[ui.PATIENT_ID] = "ED-7"  # as if a stale tab still knew the patient
+    at.session_state[session.PATIENT_ID] = "ED-7"  # as if a stale tab still knew the patient
     at.switch_page(page).run()
     assert not at.exception, at.exception
     assert shows_login_form(at)
@@ -162,17 +162,17 @@ def test_a_page_opened_without_login_shows_only_the_login_form(make_patient: Mak
 def test_session_expires_after_idle_time(make_user: MakeUser, configure: Callable[..., None]) -> None:
     configure(session_idle_minutes=30)
     at = login(make_user())
-    at.session_state[ui.LAST_ACTIVITY] = ui.utcnow() - timedelta(minutes=31)
+    at.session_state[session.LAST_ACTIVITY] = session.utcnow() - timedelta(minutes=31)
     at.run()
     assert "Your session expired — please log in again." in texts(at)
-    assert shows_login_form(at) and ui.USER not in at.session_state
+    assert shows_login_form(at) and session.USER not in at.session_state
 
 
 def test_activity_within_the_idle_time_keeps_the_session(make_user: MakeUser) -> None:
     at = login(make_user())
-    at.session_state[ui.LAST_ACTIVITY] = ui.utcnow() - timedelta(minutes=29)
+    at.session_state[session.LAST_ACTIVITY] = session.utcnow() - timedelta(minutes=29)
     at.run()
-    assert not shows_login_form(at) and ui.USER in at.session_state
+    assert not shows_login_form(at) and session.USER in at.session_state
 
 
 def test_logout_forgets_the_session(make_user: MakeUser, make_patient: MakePatient) -> None:
@@ -181,7 +181,7 @@ def test_logout_forgets_the_session(make_user: MakeUser, make_patient: MakePatie
     open_record(at, "ED-9")
     at.sidebar.button[0].click().run()
     assert shows_login_form(at)
-    assert ui.USER not in at.session_state and ui.PATIENT_ID not in at.session_state
+    assert session.USER not in at.session_state and session.PATIENT_ID not in at.session_state
     assert "You have logged out." in texts(at)
 
 
@@ -209,7 +209,7 @@ def test_open_a_record_from_the_search(make_user: MakeUser, make_patient: MakePa
         allergies=[AllergyInput("Penicillin", "drug", "severe", "anaphylaxis")],
     )
     at = open_record(login(make_user()), "ED-300")
-    assert at.session_state[ui.PATIENT_ID] == "ED-300"
+    assert at.session_state[session.PATIENT_ID] == "ED-300"
     assert at.title[0].value == "FRANKLIN, Rosalind"
     assert "Allergies: **Penicillin** (Severe)" in texts(at)
     # DTOs only: nothing from the ORM is kept in the session.
@@ -219,7 +219,7 @@ def test_open_a_record_from_the_search(make_user: MakeUser, make_patient: MakePa
 
 def test_unknown_patient_id_is_reported(make_user: MakeUser) -> None:
     at = login(make_user())
-    at.session_state[ui.PATIENT_ID] = "ED-404"
+    at.session_state[session.PATIENT_ID] = "ED-404"
     at.switch_page("pages/record.py").run()
     assert "No patient with ID 'ED-404'." in [e.value for e in at.error]
 
@@ -244,7 +244,7 @@ def test_register_a_patient_with_validation_messages(make_user: MakeUser, make_p
 
     at.text_input(key=field_key(form, "patient_id")).set_value("ed-501")
     submit_form(at, f"{form}.form", "Register patient")
-    assert at.session_state[ui.PATIENT_ID] == "ED-501"
+    assert at.session_state[session.PATIENT_ID] == "ED-501"
     assert at.title[0].value == "CURIE, Marie"
     assert "Patient registered." in texts(at)
 
@@ -272,7 +272,7 @@ def test_add_edit_and_remove_an_allergy(make_user: MakeUser, make_patient: MakeP
     assert db_allergies("ED-600") == [("Amoxicillin", "moderate")]
     assert at.text_input(key=field_key(ALLERGY_ADD, "substance")).value == ""  # form reset
 
-    allergy_id = at.session_state[ui.RECORD].allergies[0].id
+    allergy_id = at.session_state[session.RECORD].allergies[0].id
     at.button(key=f"{ALLERGY_EDIT}.{allergy_id}").click().run()
     assert at.text_input(key=field_key(ALLERGY_EDIT, "substance")).value == "Amoxicillin"
     at.selectbox(key=field_key(ALLERGY_EDIT, "severity")).set_value("life-threatening")
@@ -280,9 +280,9 @@ def test_add_edit_and_remove_an_allergy(make_user: MakeUser, make_patient: MakeP
     assert "Allergy saved." in texts(at)
     assert db_allergies("ED-600") == [("Amoxicillin", "life-threatening")]
 
-    at.button(key=f"{ui.RECORD_KEYS}allergy.remove.{allergy_id}").click().run()
+    at.button(key=f"{session.RECORD_KEYS}allergy.remove.{allergy_id}").click().run()
     assert "Remove this allergy from the record?" in texts(at)
-    at.button(key=f"{ui.RECORD_KEYS}allergy.remove.yes").click().run()
+    at.button(key=f"{session.RECORD_KEYS}allergy.remove.yes").click().run()
     assert "Allergy removed." in texts(at)
     assert db_allergies("ED-600") == []
     assert "No allergies recorded." in texts(at)
@@ -344,12 +344,12 @@ def test_visits_conditions_and_special_notes_are_editable(
 ) -> None:
     make_patient("ED-800")
     at = open_record(login(make_user()), "ED-800")
-    visit = f"{ui.RECORD_KEYS}visit.add"
+    visit = f"{session.RECORD_KEYS}visit.add"
     at.text_input(key=field_key(visit, "reason")).set_value("Shortness of breath")
     submit_form(at, f"{visit}.form", "Add visit")
     assert "Visit added." in texts(at) and "Shortness of breath" in texts(at)
 
-    condition = f"{ui.RECORD_KEYS}condition.add"
+    condition = f"{session.RECORD_KEYS}condition.add"
     at.text_input(key=field_key(condition, "name")).set_value("COPD")
     at.date_input(key=field_key(condition, "onset_date")).set_value(date(1950, 1, 1))  # before birth
     submit_form(at, f"{condition}.form", "Add condition")
@@ -358,7 +358,7 @@ def test_visits_conditions_and_special_notes_are_editable(
     submit_form(at, f"{condition}.form", "Add condition")
     assert "Condition added." in texts(at) and "COPD" in texts(at)
 
-    notes = f"{ui.RECORD_KEYS}notes"
+    notes = f"{session.RECORD_KEYS}notes"
     next(b for b in at.button if b.label == "Edit special notes").click().run()
     at.text_area(key=field_key(notes, "special_notes")).set_value("Needs an interpreter (Portuguese)")
     submit_form(at, f"{notes}.form", "Save")
@@ -412,13 +412,13 @@ def test_audit_page_is_refused_to_doctors(make_user: MakeUser) -> None:
         at.switch_page("pages/audit.py")
     # ... and the page itself refuses if it is run for a doctor anyway.
     direct = AppTest.from_file(ROOT / "pages/audit.py", default_timeout=TIMEOUT)
-    direct.session_state[ui.USER] = at.session_state[ui.USER]
+    direct.session_state[session.USER] = at.session_state[session.USER]
     direct.run()
     assert "Only administrators can see the audit log." in [e.value for e in direct.error]
     assert not direct.dataframe
 
 
 def test_markdown_escaping_keeps_text_literal() -> None:
-    assert ui.md("ED-500 O'Brien-Smith, 2.5 mg") == "ED-500 O'Brien-Smith, 2.5 mg"  # ordinary text untouched
-    assert ui.md("**x** [a](b) :red[y] $z$") == r"\*\*x\*\* \[a\](b) \:red\[y\] \$z\$"
-    assert ui.md("1. one\n- two\n---") == "1\\. one  \n\\- two  \n\\---"
+    assert fmt.md("ED-500 O'Brien-Smith, 2.5 mg") == "ED-500 O'Brien-Smith, 2.5 mg"  # ordinary text untouched
+    assert fmt.md("**x** [a](b) :red[y] $z$") == r"\*\*x\*\* \[a\](b) \:red\[y\] \$z\$"
+    assert fmt.md("1. one\n- two\n---") == "1\\. one  \n\\- two  \n\\---"

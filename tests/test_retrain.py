@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from core.config import get_settings
-from core.model_registry import read_registry, set_active
+from core.ml.registry import read_registry, set_active
 from core.training.corrections_data import ExportError, read_export, same_image_as, thumbnails
 from core.training.nih14 import FINDINGS
 from core.training.nih_boxes import CLASSES
@@ -190,8 +190,8 @@ def tiny_nih14(tmp_path, monkeypatch) -> Path:
 
 
 def test_classifier_retrain_publishes_a_loadable_candidate_that_is_not_active(tiny_nih14, tmp_path):
-    from core.classifier import Classifier
     from core.imaging import read_image
+    from core.ml.classifier import Classifier
     from core.training.retrain_classifier import retrain
 
     models = get_settings().models_dir
@@ -228,7 +228,7 @@ def test_classifier_retrain_publishes_a_loadable_candidate_that_is_not_active(ti
 
 
 def test_detector_retrain_publishes_a_candidate_measured_on_the_parents_test_split(tmp_path, monkeypatch):
-    from core.detector import Detector
+    from core.ml.detector import Detector
     from core.training.evaluate_detector import evaluate, publish
     from core.training.nih_boxes import build_yolo_dataset
     from core.training.retrain_detector import retrain

@@ -1,4 +1,4 @@
-"""Content-addressed, atomically written study files (core/storage.py)."""
+"""Content-addressed, atomically written study files (core/imaging/storage.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core import storage
-from core.storage import FileStore, StorageError, staged
+from core.imaging import storage
+from core.imaging.storage import FileStore, StorageError, staged
 
 
 def _files(root: Path) -> list[str]:

@@ -117,7 +117,7 @@ def test_calibration_undoes_the_balanced_loss_prior():
     y = (rng.random((2000, 14)) < prevalence).astype(float)
     balanced = np.where(y == 1, 0.7, 0.3) + rng.normal(0, 0.05, y.shape)
     cal = ev.fit_calibration(np.clip(balanced, 0.01, 0.99), y, prevalence)
-    from core.classifier import calibrate
+    from core.ml.classifier import calibrate
 
     calibrated = calibrate(np.clip(balanced, 0.01, 0.99), cal)
     assert abs(calibrated.mean() - y.mean()) < 0.01

@@ -1,11 +1,11 @@
-"""The triage rule (core/triage.py): levels, the uncertain band, scope, and card overrides."""
+"""The triage rule (core/ml/triage.py): levels, the uncertain band, scope, and card overrides."""
 
 from __future__ import annotations
 
 import pytest
 
-from core import triage
-from core.triage import PRIORITY, ROUTINE, URGENT, FindingRule, TriagePolicy, assess
+from core.ml import triage
+from core.ml.triage import PRIORITY, ROUTINE, URGENT, FindingRule, TriagePolicy, assess
 from db.models import TRIAGE_LEVELS
 
 RULES = (

@@ -10,15 +10,15 @@ import pytest
 from sqlalchemy import func, select, update
 from streamlit.testing.v1 import AppTest
 
-from core import diagnosis as dx
 from core.records import PatientRecord, VisitInput
+from core.xray import diagnosis as dx
 from db import models
 from db.base import utcnow
 from db.session import session_scope
-from pages import ui, xray_views
 from tests.conftest import TestAccount
 from tests.test_pages import APP, TIMEOUT, login, texts
 from tests.xray_samples import DICOM, DICOM_PATIENT_ID, PNG, big_dicom, png_variant
+from ui import session, xray_views
 
 MakeUser = Callable[..., TestAccount]
 MakePatient = Callable[..., PatientRecord]
@@ -31,7 +31,7 @@ def study_count() -> int:
 
 def open_page(at: AppTest, page: str, patient_id: str | None = None) -> AppTest:
     if patient_id is not None:
-        at.session_state[ui.PATIENT_ID] = patient_id
+        at.session_state[session.PATIENT_ID] = patient_id
     at.switch_page(page).run()
     assert not at.exception, at.exception
     return at
@@ -52,7 +52,7 @@ def test_upload_shows_triage_top_three_all_findings_and_versions(
     account: TestAccount, make_patient: MakePatient
 ) -> None:
     make_patient("ED-1", given_name="Ada", family_name="Lovelace")
-    at = open_page(login(account), ui.XRAY_PAGE, "ED-1")
+    at = open_page(login(account), session.XRAY_PAGE, "ED-1")
     assert "LOVELACE, Ada · ED-1" in [h.value for h in at.subheader]
     upload(at, "chest.png", PNG.read_bytes())
 
@@ -86,7 +86,7 @@ def test_the_film_is_linked_to_todays_visit_by_default(
     record = make_patient(
         "ED-1", visits=[VisitInput(today - timedelta(days=400), "fall"), VisitInput(today, "chest pain")]
     )
-    at = open_page(login(account), ui.XRAY_PAGE, "ED-1")
+    at = open_page(login(account), session.XRAY_PAGE, "ED-1")
     todays = next(v.id for v in record.visits if v.visit_date == today)
     assert at.selectbox(key="xr.visit.ED-1").value == todays
     upload(at, "chest.png", PNG.read_bytes())
@@ -105,7 +105,7 @@ def test_a_refused_file_is_explained_and_nothing_is_saved(
     account: TestAccount, make_patient: MakePatient, name: str, data: bytes, message: str
 ) -> None:
     make_patient("ED-1")
-    at = upload(open_page(login(account), ui.XRAY_PAGE, "ED-1"), name, data, "application/octet-stream")
+    at = upload(open_page(login(account), session.XRAY_PAGE, "ED-1"), name, data, "application/octet-stream")
     [error] = at.error
     assert message in error.value and "Nothing was saved." in error.value
     assert study_count() == 0 and xray_views.VIEW not in at.session_state
@@ -116,7 +116,10 @@ def test_dicom_of_another_patient_needs_the_confirm_checkbox(
 ) -> None:
     make_patient("ED-1")
     at = upload(
-        open_page(login(account), ui.XRAY_PAGE, "ED-1"), "film.dcm", DICOM.read_bytes(), "application/dicom"
+        open_page(login(account), session.XRAY_PAGE, "ED-1"),
+        "film.dcm",
+        DICOM.read_bytes(),
+        "application/dicom",
     )
     assert any(DICOM_PATIENT_ID in w.value for w in at.warning) and study_count() == 0
     save = next(b for b in at.button if b.label == "Analyse and save")
@@ -130,7 +133,7 @@ def test_dicom_of_another_patient_needs_the_confirm_checkbox(
 
 def test_the_same_file_again_is_recognised(account: TestAccount, make_patient: MakePatient) -> None:
     make_patient("ED-1")
-    at = upload(open_page(login(account), ui.XRAY_PAGE, "ED-1"), "a.png", PNG.read_bytes())
+    at = upload(open_page(login(account), session.XRAY_PAGE, "ED-1"), "a.png", PNG.read_bytes())
     at.file_uploader[0].set_value(None).run()
     upload(at, "again.png", PNG.read_bytes())
     assert "This image is already in the record" in texts(at) and study_count() == 1
@@ -139,7 +142,7 @@ def test_the_same_file_again_is_recognised(account: TestAccount, make_patient: M
 def test_a_3000_px_dicom_uploads_and_reruns_fast(account: TestAccount, make_patient: MakePatient) -> None:
     make_patient("ED-1")
     at = upload(
-        open_page(login(account), ui.XRAY_PAGE, "ED-1"), "big.dcm", big_dicom(3000), "application/dicom"
+        open_page(login(account), session.XRAY_PAGE, "ED-1"), "big.dcm", big_dicom(3000), "application/dicom"
     )
     view = at.session_state[xray_views.VIEW]
     assert (view.width, view.height) == (3000, 3000) and "3000 x 3000 px" in texts(at)
@@ -154,12 +157,12 @@ def test_x_ray_page_without_a_patient_offers_the_picker(
     account: TestAccount, make_patient: MakePatient
 ) -> None:
     make_patient("ED-9", given_name="Grace", family_name="Hopper")
-    at = open_page(login(account), ui.XRAY_PAGE)
+    at = open_page(login(account), session.XRAY_PAGE)
     assert len(at.file_uploader) == 0
     at.text_input(key="xr.pick.query").set_value("hopper").run()
     at.button(key="xr.pick.use").click().run()
     assert not at.exception, at.exception
-    assert at.session_state[ui.PATIENT_ID] == "ED-9" and len(at.file_uploader) == 1
+    assert at.session_state[session.PATIENT_ID] == "ED-9" and len(at.file_uploader) == 1
 
 
 def _age(study_id: int, minutes: float, level: str | None = None) -> None:
@@ -184,7 +187,7 @@ def test_history_lists_studies_newest_first_with_chart_and_comparison(
     older = dx.diagnose_upload("ED-1", png_variant(1), "older.png", account.user)
     newer = dx.diagnose_upload("ED-1", png_variant(2), "newer.png", account.user)
     _age(older.study_id, 60)
-    at = open_page(login(account), ui.HISTORY_PAGE, "ED-1")
+    at = open_page(login(account), session.HISTORY_PAGE, "ED-1")
     opens = [b.key for b in at.button if b.key and b.key.startswith("xr.open.")]
     assert opens == [f"xr.open.{newer.study_id}", f"xr.open.{older.study_id}"]
     assert "2 films, newest first" in texts(at)
@@ -193,13 +196,13 @@ def test_history_lists_studies_newest_first_with_chart_and_comparison(
     assert at.selectbox(key="xr.cmp.prior").value == older.study_id
     at.button(key=f"xr.open.{older.study_id}").click().run()
     assert not at.exception, at.exception
-    assert at.session_state[ui.STUDY_ID] == older.study_id
+    assert at.session_state[session.STUDY_ID] == older.study_id
     assert at.session_state[xray_views.VIEW].original_filename == "older.png"
 
 
 def test_history_of_a_patient_without_films(account: TestAccount, make_patient: MakePatient) -> None:
     make_patient("ED-1")
-    at = open_page(login(account), ui.HISTORY_PAGE, "ED-1")
+    at = open_page(login(account), session.HISTORY_PAGE, "ED-1")
     assert "No X-ray in this record yet." in texts(at)
 
 
@@ -214,26 +217,29 @@ def test_worklist_orders_by_triage_then_waiting_and_opens_a_study(
     _age(routine.study_id, 90, "routine")
     _age(urgent_new.study_id, 5, "urgent")
     _age(urgent_old.study_id, 30, "urgent")
-    at = open_page(login(account), ui.WORKLIST_PAGE)
+    at = open_page(login(account), session.WORKLIST_PAGE)
     opens = [b.key for b in at.button if b.key and b.key.startswith("wl.open.")]
     assert opens == [f"wl.open.{i}" for i in (urgent_old.study_id, urgent_new.study_id, routine.study_id)]
     assert "1 h 30 min" in texts(at)
     at.button(key=f"wl.open.{urgent_new.study_id}").click().run()
     assert not at.exception, at.exception
-    assert at.session_state[ui.PATIENT_ID] == "ED-2" and at.session_state[ui.STUDY_ID] == urgent_new.study_id
+    assert (
+        at.session_state[session.PATIENT_ID] == "ED-2"
+        and at.session_state[session.STUDY_ID] == urgent_new.study_id
+    )
     assert "X-ray" in [t.value for t in at.title]
 
 
 def test_worklist_empty(account: TestAccount) -> None:
-    at = open_page(login(account), ui.WORKLIST_PAGE)
+    at = open_page(login(account), session.WORKLIST_PAGE)
     assert "No X-ray is waiting for review." in texts(at)
 
 
-@pytest.mark.parametrize("page", [ui.XRAY_PAGE, ui.HISTORY_PAGE, ui.WORKLIST_PAGE])
+@pytest.mark.parametrize("page", [session.XRAY_PAGE, session.HISTORY_PAGE, session.WORKLIST_PAGE])
 def test_x_ray_pages_need_a_login(make_patient: MakePatient, page: str) -> None:
     make_patient("ED-1")
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    at.session_state[ui.PATIENT_ID] = "ED-1"
+    at.session_state[session.PATIENT_ID] = "ED-1"
     at.switch_page(page).run()
     assert not at.exception, at.exception
     assert {"Username", "Password"} <= {box.label for box in at.text_input}

@@ -1,6 +1,6 @@
 """``python -m core corrections export OUT_DIR --user USERNAME``: the reviewed studies as a training set.
 
-Writes the export described in :mod:`core.export` (images, ``labels.csv``, a YOLO copy, ``manifest.json``)
+Writes the export described in :mod:`core.review.export` (images, ``labels.csv``, a YOLO copy, ``manifest.json``)
 into ``OUT_DIR``, which must not exist or be empty, as (and audited as) ``--user``, an active admin.
 Prints a summary; exit status 0 when written, 1 when refused (a non-empty folder, no admin), 2 when the
 user does not exist or no classifier is installed.
@@ -31,8 +31,8 @@ def run_export(args: argparse.Namespace) -> int:
     """Export, then print what was written."""
     from core.auth import find_active_user
     from core.errors import AppError, NotFound, PermissionDenied
-    from core.export import ExportError, export_reviewed
-    from core.model_registry import ModelNotAvailable
+    from core.ml.registry import ModelNotAvailable
+    from core.review.export import ExportError, export_reviewed
 
     try:
         actor = find_active_user(args.user)

@@ -4,7 +4,7 @@ for doctors and batch triage; with ``--patient``, save them into that patient's 
 One bad file never stops the rest: each refusal is reported in its own line with ``accepted: false`` and
 the reason. With ``--json`` each image is one JSON object on its own line (JSON Lines), including its
 ``triage`` (level, uncertain, reason). With ``--patient`` every accepted image is saved through the same
-service as the upload page (``core.diagnosis.diagnose_upload``: files, rows and an audit row as
+service as the upload page (``core.xray.diagnosis.diagnose_upload``: files, rows and an audit row as
 ``--user``); an image already in the record is reported with ``duplicate: true``, and a DICOM naming
 another patient is refused unless ``--confirm-patient-mismatch`` is given.
 Exit status: 0 when every image was analysed, 1 when any was refused, 2 when no model is available or the
@@ -72,9 +72,9 @@ def _read(path: Path) -> bytes | dict:
 
 def diagnose_file(path: Path) -> dict:
     """The JSON object for one path (never raises for a bad file)."""
-    from core import triage
     from core.imaging import ImageRejected
-    from core.inference import analyze, get_classifier
+    from core.ml import triage
+    from core.ml.inference import analyze, get_classifier
 
     t0 = time.perf_counter()
     data = _read(path)
@@ -90,8 +90,8 @@ def diagnose_file(path: Path) -> dict:
 
 def save_file(path: Path, patient_id: str, actor: AuthenticatedUser, confirm_mismatch: bool = False) -> dict:
     """Diagnose ``path`` into ``patient_id``'s record; the JSON object for it (never raises for a bad file)."""
-    from core import diagnosis
     from core.imaging import ImageRejected
+    from core.xray import diagnosis
 
     t0 = time.perf_counter()
     data = _read(path)
@@ -139,7 +139,7 @@ def _human(row: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from core.errors import AppError
-    from core.model_registry import ModelNotAvailable
+    from core.ml.registry import ModelNotAvailable
 
     def diagnose(path: Path) -> dict:
         return diagnose_file(path)
@@ -149,8 +149,8 @@ def run(args: argparse.Namespace) -> int:
             print("error: --patient and --user go together: whose record, and who imports.", file=sys.stderr)
             return 2
         from core.auth import find_active_user
-        from core.diagnosis import patient_history
         from core.errors import NotFound
+        from core.xray.diagnosis import patient_history
 
         try:
             actor = find_active_user(args.user)

@@ -4,7 +4,7 @@
     python -m core models compare KIND VERSION [--against VERSION]
     python -m core models promote KIND VERSION --user USERNAME [--override-reason TEXT]
 
-``promote`` follows the same rules as the Models page (``core.model_registry.promote``): a version that
+``promote`` follows the same rules as the Models page (``core.ml.registry.promote``): a version that
 measures worse than the active one, or was measured on another test split, is refused unless a reason of
 at least 10 characters is given; the promotion or the refusal is audited as ``--user`` (an admin).
 Exit status: 0 done, 1 promotion refused (or someone else promoted meanwhile), 2 bad kind, version or user.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-KINDS = ("classifier", "detector")  # core.model_registry.KINDS; repeated so --help imports nothing
+KINDS = ("classifier", "detector")  # core.ml.registry.KINDS; repeated so --help imports nothing
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -55,7 +55,7 @@ def _fmt(value: float | None, ci95: tuple[float, float] | None = None) -> str:
 
 def run_list(args: argparse.Namespace) -> int:
     """Print each kind's versions, active first."""
-    from core.model_registry import list_versions
+    from core.ml.registry import list_versions
 
     for kind in [args.kind] if args.kind else KINDS:
         versions = list_versions(kind)
@@ -72,7 +72,7 @@ def run_list(args: argparse.Namespace) -> int:
 def run_compare(args: argparse.Namespace) -> int:
     """Print the comparison and whether promotion would need a reason."""
     from core.errors import AppError
-    from core.model_registry import compare
+    from core.ml.registry import compare
 
     try:
         comparison = compare(args.kind, args.version, args.against)
@@ -93,7 +93,7 @@ def run_promote(args: argparse.Namespace) -> int:
     """Promote as ``--user``; refusals go to stderr with the reason."""
     from core.auth import find_active_user
     from core.errors import AppError, ConflictError
-    from core.model_registry import PromotionRefused, promote
+    from core.ml.registry import PromotionRefused, promote
 
     try:
         actor = find_active_user(args.user)

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.model_registry import read_registry
+from core.ml.registry import read_registry
 
 KINDS = ("classifier", "detector")
 

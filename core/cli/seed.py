@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     """Seed, then print what was done and the new credentials."""
-    from core.demo_data import SeedRefused, seed_demo
+    from core.records.demo_data import SeedRefused, seed_demo
 
     if args.patients < 1:
         print("--patients must be at least 1", file=sys.stderr)

@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 
-from core.classifier import ScopeModel, _logit, calibrate  # noqa: E402
 from core.config import get_settings  # noqa: E402
+from core.ml.classifier import ScopeModel, _logit, calibrate  # noqa: E402
 from core.training.nih14 import FINDINGS, Split, load_splits  # noqa: E402
 
 log = logging.getLogger("evaluate_classifier")
@@ -343,7 +343,7 @@ def publish(run: Path, version: str, compare: list[Path]) -> Path:
         "training": result["train"],
     }
     # the exported runtime must agree with Keras before it is allowed to serve
-    from core.classifier import Classifier
+    from core.ml.classifier import Classifier
 
     (target / "card.json").write_text(json.dumps(card, indent=2))
     splits = load_splits(
@@ -410,7 +410,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.publish:
         publish(args.run, args.publish, args.compare or [args.run])
         if args.activate:
-            from core.model_registry import set_active
+            from core.ml.registry import set_active
 
             set_active("classifier", args.publish)
             print(f"active classifier: {args.publish}")

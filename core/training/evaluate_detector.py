@@ -8,7 +8,7 @@
    output, boxes in input pixels and class scores apart); serving uses ONNX Runtime only when they match.
 3. Ultralytics' validator on the test split (``split='test'``): mAP50 and mAP50-95, per class and overall;
    the validation split too, for reference.
-4. The serving path (:class:`core.detector.Detector`: our letterbox, the chosen runtime, numpy NMS) on
+4. The serving path (:class:`core.ml.detector.Detector`: our letterbox, the chosen runtime, numpy NMS) on
    every validation and test image: recall at 0.05, 0.1 and 0.2 false positives per image at IoU >= 0.5
    (pooled over classes and per class), and an AP50 cross-check.
 5. The operating confidence threshold is chosen on the validation split (the lowest whose pooled false
@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np  # noqa: E402
 
-import core.yolo_env  # noqa: F401  (before ultralytics: offline settings)
+import core.ml.yolo_env  # noqa: F401  (before ultralytics: offline settings)
 from core import imaging  # noqa: E402
-from core.detector import Detector, OnnxRuntime, TorchRuntime, to_model_input  # noqa: E402
+from core.ml.detector import Detector, OnnxRuntime, TorchRuntime, to_model_input  # noqa: E402
 from core.training import detector_metrics as dm  # noqa: E402
 
 log = logging.getLogger("evaluate_detector")
@@ -75,7 +75,7 @@ def ultralytics_metrics(
     from ultralytics import YOLO
 
     yolo = YOLO(str(weights), task="detect")
-    core.yolo_env.use_threads(yolo, threads)
+    core.ml.yolo_env.use_threads(yolo, threads)
     m = yolo.val(
         data=str(data_yaml),
         split=split,
@@ -203,7 +203,7 @@ def evaluate(
 
     t0 = time.perf_counter()
     yolo = YOLO(str(package / "model.pt"), task="detect")
-    core.yolo_env.use_threads(yolo, threads)
+    core.ml.yolo_env.use_threads(yolo, threads)
     exported = Path(
         yolo.export(
             format="onnx", imgsz=imgsz, dynamic=False, simplify=True, nms=False, half=False, device="cpu"
@@ -318,7 +318,7 @@ def evaluate(
 def publish(package: Path, version: str, activate: bool = True, models_dir: Path | None = None) -> Path:
     """Copy ``package`` to ``models/detector/<version>`` and (optionally) make it the active detector."""
     from core.config import get_settings
-    from core.model_registry import set_active
+    from core.ml.registry import set_active
     from core.training.detector_card import write_detector_card
 
     base = models_dir or get_settings().models_dir

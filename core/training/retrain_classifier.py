@@ -11,7 +11,7 @@
    that does not help on validation keeps the parent's weights), then runs the same evaluation as the first model
    (``core.training.evaluate_classifier``: calibration and thresholds on val, AUC with bootstrap CIs on the
    fixed test split) and publishes ``models/classifier/<version>/`` with its card. It is **not** made active:
-   promotion is an admin's decision on the Models page (``core.model_registry.promote``), which refuses a
+   promotion is an admin's decision on the Models page (``core.ml.registry.promote``), which refuses a
    candidate that measures worse.
 
 Learning rate 2e-5 (a fiftieth of the first training's peak) with BatchNormalization frozen, two epochs:
@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from core.config import get_settings  # noqa: E402
-from core.model_registry import read_registry  # noqa: E402
+from core.ml.registry import read_registry  # noqa: E402
 from core.training import evaluate_classifier  # noqa: E402
 from core.training.corrections_data import ReviewedSet, default_version, read_export, retraining_record  # noqa: E402
 from core.training.nih14 import FINDINGS, Split, dataset_hash, load_splits  # noqa: E402

@@ -8,7 +8,7 @@
    test splits are the original ones, so the candidate is measured on the very images its parent was.
    Reviewed studies that are an NIH val/test image are dropped (``core.training.corrections_data``).
 3. Trains ``--epochs`` epochs at the parent's image size (Ultralytics, offline settings of
-   ``core.yolo_env``), evaluates on the test split (``core.training.evaluate_detector``: mAP50, mAP50-95,
+   ``core.ml.yolo_env``), evaluates on the test split (``core.training.evaluate_detector``: mAP50, mAP50-95,
    recall at 0.05/0.1/0.2 false positives per image, ONNX export checked against PyTorch) and publishes
    ``models/detector/<version>/`` **without** making it active: promotion is an admin's decision.
 """
@@ -28,9 +28,9 @@ import numpy as np
 import yaml
 from PIL import Image
 
-import core.yolo_env  # noqa: F401  (before ultralytics: offline settings)
+import core.ml.yolo_env  # noqa: F401  (before ultralytics: offline settings)
 from core.config import get_settings
-from core.model_registry import read_registry
+from core.ml.registry import read_registry
 from core.training.corrections_data import ReviewedSet, default_version, read_export, retraining_record
 from core.training.nih_boxes import CLASSES, build_yolo_dataset
 

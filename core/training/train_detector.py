@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import core.yolo_env  # noqa: F401  (before ultralytics: offline settings)
+import core.ml.yolo_env  # noqa: F401  (before ultralytics: offline settings)
 
 log = logging.getLogger("train_detector")
 
@@ -83,7 +83,7 @@ def train(
         )
     out, data = Path(out).resolve(), Path(data).resolve()
     yolo = YOLO(model, task="detect")
-    core.yolo_env.use_threads(yolo, threads)
+    core.ml.yolo_env.use_threads(yolo, threads)
     epoch_times: list[float] = []
     threads_seen: set[int] = set()
     t_start = time.perf_counter()

@@ -42,12 +42,13 @@ from typing import Any
 
 from PIL import Image
 
-from core import imaging, storage
+from core import imaging
 from core.auth import AuthenticatedUser, require_admin
 from core.config import get_settings
-from core.corrections import BOX_CLASSES, PRESENT, UNCERTAIN
 from core.errors import AppError
-from core.model_registry import active_model_dir
+from core.imaging import storage
+from core.ml.registry import active_model_dir
+from core.review.corrections import BOX_CLASSES, PRESENT, UNCERTAIN
 from db import repository as repo
 from db.base import utcnow
 from db.session import session_scope

@@ -5,7 +5,7 @@ change here."""
 from __future__ import annotations
 
 from core import records
-from pages.forms import Field
+from ui.forms import Field
 
 PATIENT_ID = Field("patient_id", "Patient ID / MRN", required=True, placeholder="e.g. ED-2024-00017")
 

@@ -180,9 +180,9 @@ class TorchRuntime:
     name = "pytorch"
 
     def __init__(self, path: Path, threads: int):
-        import core.yolo_env
+        import core.ml.yolo_env
 
-        core.yolo_env.configure(threads)  # before ultralytics is imported: offline settings
+        core.ml.yolo_env.configure(threads)  # before ultralytics is imported: offline settings
         import torch
         from ultralytics.nn.tasks import load_checkpoint
 

@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from core.classifier import Classification, Classifier
+    from core.ml.classifier import Classification, Classifier
 
 RULE_VERSION = "triage-v2"
 URGENT, PRIORITY, ROUTINE = "urgent", "priority", "routine"

@@ -26,12 +26,12 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 from sqlalchemy.orm.exc import StaleDataError
 
-from core import storage
 from core.auth import AuthenticatedUser
-from core.diagnosis import Box, FindingRead, boxes_of, findings_of, patient_name
 from core.errors import ConflictError, NotFound, ValidationError
+from core.imaging import storage
 from core.training.nih_boxes import CLASSES  # numpy/pandas only: no torch or Ultralytics at import
 from core.validation import Checker
+from core.xray.diagnosis import Box, FindingRead, boxes_of, findings_of, patient_name
 from db import models
 from db import repository as repo
 from db.models import FINDING_LABELS
@@ -416,7 +416,9 @@ def save_correction(
             _check_version(study.version, expected_version)
 
             model_labels = _model_labels(diagnosis)
-            agrees = clean_labels == model_labels and _same_boxes(checked_boxes, _editable_model_boxes(diagnosis))
+            agrees = clean_labels == model_labels and _same_boxes(
+                checked_boxes, _editable_model_boxes(diagnosis)
+            )
             before = study.status
             study.status = ("reviewed" if agrees else "corrected") if mark_reviewed else study.status
             # Every save bumps the version, even a draft that leaves the status as it was: the UPDATE's

@@ -15,11 +15,11 @@ import streamlit as st
 from PIL import Image
 from streamlit_image_annotation import detection
 
-from core import corrections
 from core.auth import AuthenticatedUser
-from core.corrections import BOX_CLASSES, FINDING_LABELS, CorrectedBox, EditorState
 from core.errors import ConflictError, ValidationError
-from pages import ui, xray_views
+from core.review import corrections
+from core.review.corrections import BOX_CLASSES, FINDING_LABELS, CorrectedBox, EditorState
+from ui import fmt, session, xray_views
 
 STATE = "cx.state"  # the EditorState on show (a frozen DTO); its study_version is what a save is based on
 UNSAVED = "cx.unsaved"  # (labels, boxes, note) of a save refused by a conflict, shown after the reload
@@ -67,7 +67,7 @@ def model_read(state: EditorState) -> None:
         hide_index=True,
     )
     boxes = ", ".join(f"{b.label} {b.confidence:.0%}" for b in state.model_boxes)
-    st.caption(f"Model's boxes: {ui.md(boxes) if boxes else 'none'}")
+    st.caption(f"Model's boxes: {fmt.md(boxes) if boxes else 'none'}")
     if state.unusable_model_boxes:
         st.caption(f"{state.unusable_model_boxes} model box(es) have a label outside the detector's classes.")
 
@@ -82,7 +82,7 @@ def finding_labels(state: EditorState) -> dict[str, str]:
             f.label,
             FINDING_LABELS,
             index=FINDING_LABELS.index(state.labels.get(f.name, model[f.name])),
-            format_func=ui.label,
+            format_func=fmt.label,
             horizontal=True,
             label_visibility="collapsed",
             key=f"{prefix(state)}label.{f.name}",
@@ -125,7 +125,7 @@ def box_editor(state: EditorState) -> tuple[CorrectedBox, ...]:
 
 def box_table(boxes: tuple[CorrectedBox, ...], state: EditorState) -> None:
     """The boxes a save would store, in the film's own pixels."""
-    lines = [f"- {ui.md(b.label)}: x {b.x1:.0f}–{b.x2:.0f}, y {b.y1:.0f}–{b.y2:.0f}" for b in boxes]
+    lines = [f"- {fmt.md(b.label)}: x {b.x1:.0f}–{b.x2:.0f}, y {b.y1:.0f}–{b.y2:.0f}" for b in boxes]
     st.markdown(
         f"**Boxes to save** :gray[({len(boxes)}, in the film's {state.width} x {state.height} px)]"
         + ("\n" + "\n".join(lines) if lines else "")
@@ -151,15 +151,15 @@ def save(
         return
     except ConflictError as exc:
         st.session_state[UNSAVED] = (labels, boxes, note, state.study_version)
-        ui.flash(str(exc), "error")
+        session.flash(str(exc), "error")
         st.rerun()
     reload(user)
     if not mark_reviewed:
-        ui.flash("Draft saved; the study still waits for review.", "info")
+        session.flash("Draft saved; the study still waits for review.", "info")
     elif saved.status == "reviewed":
-        ui.flash("Saved: the study is marked reviewed (you agreed with the model).")
+        session.flash("Saved: the study is marked reviewed (you agreed with the model).")
     else:
-        ui.flash("Saved: the study is marked corrected. The model's read is kept beside your reading.")
+        session.flash("Saved: the study is marked corrected. The model's read is kept beside your reading.")
     st.rerun()
 
 
@@ -186,10 +186,10 @@ def unsaved(state: EditorState, user: AuthenticatedUser) -> None:
         if labels.get(f.name) != state.labels.get(f.name)
     ]
     with st.expander("Your unsaved reading (someone else saved first)", expanded=True):
-        st.markdown("Labels that differ from the reading below: " + (ui.md(", ".join(differs)) or "none"))
-        st.markdown("Boxes: " + (ui.md(", ".join(b.label for b in boxes)) or "none"))
+        st.markdown("Labels that differ from the reading below: " + (fmt.md(", ".join(differs)) or "none"))
+        st.markdown("Boxes: " + (fmt.md(", ".join(b.label for b in boxes)) or "none"))
         if note:
-            st.markdown(f"Note: {ui.md(note)}")
+            st.markdown(f"Note: {fmt.md(note)}")
         if st.button("Dismiss", key=f"{prefix(state)}dismiss"):
             st.session_state.pop(UNSAVED, None)
             st.rerun()
@@ -204,7 +204,7 @@ def history(study_id: int) -> None:
             return
         rows: list[dict[str, Any]] = [
             {
-                "Saved": ui.fmt_datetime(c.created_at),
+                "Saved": fmt.moment(c.created_at),
                 "By": c.created_by,
                 "Status": c.status if c.reviewed else f"draft ({c.status})",
                 "Changed findings": ", ".join(

@@ -18,7 +18,7 @@ import streamlit as st
 
 from core.errors import AppError, ConflictError, ValidationError
 from core.validation import EARLIEST_DATE, latest_today
-from pages import ui
+from ui import fmt, session
 
 FORM_ERROR = "__form__"  # key of a message about the whole form (NotFound, PermissionDenied)
 CONFLICT = "This record was changed by someone else — reload to see the latest version."
@@ -82,7 +82,7 @@ def inputs(form: str, fields: Sequence[Field]) -> dict[str, Any]:
             values[f.name] = st.text_area(text, key=key, placeholder=f.placeholder, height=100)
         elif f.kind == "choice":
             st.session_state.setdefault(key, f.options[0])
-            values[f.name] = st.selectbox(text, f.options, key=key, format_func=ui.label)
+            values[f.name] = st.selectbox(text, f.options, key=key, format_func=fmt.label)
         else:
             # The widget's own bounds already refuse most impossible dates; the service re-checks.
             st.session_state.setdefault(key, date.today() if f.today_default else None)
@@ -90,7 +90,7 @@ def inputs(form: str, fields: Sequence[Field]) -> dict[str, Any]:
                 text, key=key, min_value=EARLIEST_DATE, max_value=latest_today(), format="YYYY-MM-DD"
             )
         if f.name in errs:
-            st.markdown(f":red[:material/error: {ui.md(errs[f.name])}]")
+            st.markdown(f":red[:material/error: {fmt.md(errs[f.name])}]")
     # Errors about fields this form does not show (should not happen, but never hide a refusal).
     for name, message in errs.items():
         if name not in values:
@@ -123,8 +123,8 @@ def submit(
     else:
         reset(form, fields)
         clear_conflict(form)
-        ui.flash(done)
-        ui.mark_record_stale()
+        session.flash(done)
+        session.mark_record_stale()
         if after is not None:
             after(result)  # may switch page
     st.rerun()
@@ -134,7 +134,7 @@ def notices(form: str) -> None:
     """Show the refusal of a form that has no fields of its own (a remove button)."""
     if conflict(form) and st.button("Reload", key=f"{form}.reload", icon=":material/refresh:"):
         clear_conflict(form)
-        ui.mark_record_stale()
+        session.mark_record_stale()
         st.rerun()
     if message := errors(form).get(FORM_ERROR):
         st.error(message, icon=":material/error:")
@@ -204,7 +204,7 @@ def edit_form(
     if conflict(form) and st.button("Reload", key=f"{form}.reload", icon=":material/refresh:"):
         st.session_state[f"{form}.__base"] = None
         clear_conflict(form)
-        ui.mark_record_stale()
+        session.mark_record_stale()
         st.rerun()
     if st.session_state.get(f"{form}.__rebased"):
         with st.container(border=True):
@@ -256,7 +256,7 @@ class ListEditor(Generic[Item]):
     remove: Callable[[int, int], None]
 
     def render(self, items: Sequence[Item], empty: str) -> None:
-        key = f"{ui.RECORD_KEYS}{self.name}"
+        key = f"{session.RECORD_KEYS}{self.name}"
         edited = editing_id(f"{key}.edit")
         removing = st.session_state.get(f"{key}.__removing")  # (id, version shown when asked)
         notices(f"{key}.remove")
@@ -274,7 +274,7 @@ class ListEditor(Generic[Item]):
                         show_latest=partial(st.markdown, self.describe(item)),
                         save=partial(self.update, item.id),
                         make=self.make_input,
-                        done=f"{ui.label(self.name)} saved.",
+                        done=f"{fmt.label(self.name)} saved.",
                     )
                     continue
                 text_col, actions = st.columns([3, 1], vertical_alignment="center")
@@ -299,7 +299,7 @@ class ListEditor(Generic[Item]):
             submit(
                 form,
                 lambda: self.add(self.make_input(**values)),
-                done=f"{ui.label(self.name)} added.",
+                done=f"{fmt.label(self.name)} added.",
                 fields=self.fields,
             )
 
@@ -322,7 +322,9 @@ class ListEditor(Generic[Item]):
         if yes.button(f"Yes, remove {self.name}", key=f"{key}.remove.yes", type="primary"):
             st.session_state.pop(f"{key}.__removing", None)
             submit(
-                f"{key}.remove", lambda: self.remove(item_id, version), done=f"{ui.label(self.name)} removed."
+                f"{key}.remove",
+                lambda: self.remove(item_id, version),
+                done=f"{fmt.label(self.name)} removed.",
             )
         if no.button("Keep it", key=f"{key}.remove.no"):
             st.session_state.pop(f"{key}.__removing", None)

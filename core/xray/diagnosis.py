@@ -7,7 +7,7 @@ line (``python -m core diagnose --patient``) and ``scripts/bench_diagnose.py`` a
 :func:`diagnose_upload`.
 
 Saving is atomic across the file system and the database: the files are written first (content
-addressed, each atomically, see :mod:`core.storage`), then the study, its diagnosis and the audit row are
+addressed, each atomically, see :mod:`core.imaging.storage`), then the study, its diagnosis and the audit row are
 inserted in one transaction; if anything fails, the transaction rolls back and the files this call created
 are removed (never one that already existed for another study). A crash between the two leaves, at worst,
 unreferenced content-addressed files, never a row pointing at a missing file.
@@ -30,12 +30,14 @@ from PIL import Image
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core import imaging, inference, storage, triage
+from core import imaging
 from core.auth import AuthenticatedUser
-from core.classifier import Classifier, overlay_heatmap
 from core.config import get_settings
-from core.detector import Detection, draw_detections
 from core.errors import AppError, NotFound, ValidationError
+from core.imaging import storage
+from core.ml import inference, triage
+from core.ml.classifier import Classifier, overlay_heatmap
+from core.ml.detector import Detection, draw_detections
 from core.validation import normalize_patient_id
 from db import models
 from db import repository as repo
@@ -466,7 +468,7 @@ def diagnose_upload(
     Raises ``NotFound`` (unknown patient), ``ValidationError`` (a visit of another patient),
     :class:`PatientMismatch` (a DICOM naming another patient, unless ``confirm_patient_mismatch``),
     a subclass of :class:`core.imaging.ImageRejected` (nothing saved), or
-    :class:`core.model_registry.ModelNotAvailable`. An image already in this patient's record is
+    :class:`core.ml.registry.ModelNotAvailable`. An image already in this patient's record is
     recognised by its sha256 and its saved result returned with ``duplicate=True``; nothing is re-saved.
     """
     t0 = time.perf_counter()

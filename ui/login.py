@@ -6,7 +6,7 @@ import streamlit as st
 
 from core import auth
 from core.errors import AuthError
-from pages import ui
+from ui import session
 
 
 def login_form() -> None:
@@ -15,7 +15,7 @@ def login_form() -> None:
     with middle:
         st.title("Chest X-ray assistant", anchor=False)
         st.caption("Emergency department · patient records and first reads of chest radiographs")
-        notice = st.session_state.get(ui.LOGIN_NOTICE)
+        notice = st.session_state.get(session.LOGIN_NOTICE)
         if notice:
             st.warning(notice, icon=":material/timer_off:")
         with st.form("login"):
@@ -28,5 +28,5 @@ def login_form() -> None:
             except AuthError as exc:  # wrong password, unknown user, locked: the message says which applies
                 st.error(str(exc), icon=":material/lock:")
             else:
-                ui.sign_in(user)
+                session.sign_in(user)
                 st.rerun()

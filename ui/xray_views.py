@@ -1,6 +1,6 @@
 """Widgets of the X-ray pages: the upload handler, the result, the zoomable film, triage badges.
 
-Everything shown comes from the DTOs of ``core.diagnosis``: finding names, thresholds and which findings are
+Everything shown comes from the DTOs of ``core.xray.diagnosis``: finding names, thresholds and which findings are
 urgent are the model card's, never written here. Rendered images are files on disk (made at upload, or
 cached there on first view), so a rerun only reads a JPEG: a 3000 x 3000 DICOM costs no more than a PNG.
 """
@@ -14,14 +14,15 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import diagnosis, triage
 from core.auth import AuthenticatedUser
 from core.config import get_settings
-from core.diagnosis import DiagnosisView
 from core.errors import AppError
 from core.imaging import ImageRejected
+from core.ml import triage
 from core.records import PatientRecord
-from pages import ui
+from core.xray import diagnosis
+from core.xray.diagnosis import DiagnosisView
+from ui import fmt, session
 
 VIEW = "xr.view"  # the DiagnosisView on show (a frozen DTO), refetched when another study is opened
 UPLOADS = "xr.uploads"  # file_id of each upload of this session -> its outcome, so a rerun never redoes one
@@ -37,17 +38,17 @@ _STATUS = {"new": "gray", "reviewed": "blue", "corrected": "violet"}
 def triage_badge(level: str, uncertain: bool) -> str:
     """Markdown badges for a triage level, plus "uncertain: review" when the model is unsure."""
     colour, icon = _BADGES.get(level, ("gray", ":material/help:"))
-    badge = f":{colour}-badge[{icon} {ui.label(level)}]"
+    badge = f":{colour}-badge[{icon} {fmt.label(level)}]"
     return badge + (" :violet-badge[:material/help: uncertain: review]" if uncertain else "")
 
 
 def status_badge(status: str) -> str:
-    return f":{_STATUS.get(status, 'gray')}-badge[{ui.label(status)}]"
+    return f":{_STATUS.get(status, 'gray')}-badge[{fmt.label(status)}]"
 
 
 def waited(since: datetime) -> str:
     """'12 min', '3 h 05 min', '2 d 4 h' since ``since``."""
-    minutes = max(0, int((ui.utcnow() - since).total_seconds() // 60))
+    minutes = max(0, int((session.utcnow() - since).total_seconds() // 60))
     if minutes < 60:
         return f"{minutes} min"
     if minutes < 24 * 60:
@@ -69,8 +70,8 @@ def handle_upload(record: PatientRecord, user: AuthenticatedUser) -> None:
     the doctor to confirm a DICOM that names another patient. The film can be linked to one of the visits."""
     patient_id = record.patient_id
     limit = get_settings().max_upload_mb
-    visits = {v.id: f"{ui.fmt_date(v.visit_date)} · {v.reason}" for v in record.visits}  # newest first
-    today = [v.id for v in record.visits if v.visit_date == ui.utcnow().date()]
+    visits = {v.id: f"{fmt.day(v.visit_date)} · {v.reason}" for v in record.visits}  # newest first
+    today = [v.id for v in record.visits if v.visit_date == session.utcnow().date()]
     visit_id = st.selectbox(
         "Visit",
         [None, *visits],
@@ -112,7 +113,7 @@ def handle_upload(record: PatientRecord, user: AuthenticatedUser) -> None:
                 kind, message = outcomes[upload.file_id] = ("error", str(exc))
             else:
                 st.session_state[VIEW] = view
-                st.session_state[ui.STUDY_ID] = view.study_id
+                st.session_state[session.STUDY_ID] = view.study_id
                 done = (
                     "This image is already in the record: showing its saved result."
                     if view.duplicate
@@ -144,16 +145,16 @@ def result(view: DiagnosisView) -> None:
     badges, review = st.columns([5, 1], vertical_alignment="center")
     badges.markdown(
         f"{triage_badge(view.triage_level, view.uncertain)} {status_badge(view.status)} "
-        f":gray[{ui.md(view.original_filename)} · {view.width} x {view.height} px · uploaded "
-        f"{ui.fmt_datetime(view.uploaded_at)} by {ui.md(view.uploaded_by)}]"
+        f":gray[{fmt.md(view.original_filename)} · {view.width} x {view.height} px · uploaded "
+        f"{fmt.moment(view.uploaded_at)} by {fmt.md(view.uploaded_by)}]"
     )
     if review.button("Review / correct", key=f"xr.review.{view.study_id}", icon=":material/rate_review:"):
-        ui.open_review(view.study_id, view.patient_id)
+        session.open_review(view.study_id, view.patient_id)
     if view.uncertain:
-        st.warning(f"**Uncertain: review.** {ui.md(view.uncertain_reason)}", icon=":material/help:")
+        st.warning(f"**Uncertain: review.** {fmt.md(view.uncertain_reason)}", icon=":material/help:")
     if view.patient_id_differs:
         st.warning(
-            f"The DICOM header names patient ID {ui.md(str(view.dicom_patient_id))}; it was saved in this record "
+            f"The DICOM header names patient ID {fmt.md(str(view.dicom_patient_id))}; it was saved in this record "
             "on the uploader's confirmation.",
             icon=":material/person_alert:",
         )
@@ -190,11 +191,11 @@ def result(view: DiagnosisView) -> None:
         elif not view.boxes:
             st.caption("The detector marked no region.")
         for b in view.boxes:
-            st.markdown(f":red-badge[{ui.md(b.label)} {b.confidence:.0%}]")
-        st.caption(ui.md(view.triage_explanation))
+            st.markdown(f":red-badge[{fmt.md(b.label)} {b.confidence:.0%}]")
+        st.caption(fmt.md(view.triage_explanation))
         versions = " · ".join(f"{kind} {version}" for kind, version in view.models.items())
         st.caption(
-            f"Models: {ui.md(versions)} · scope score {view.scope_score:.2f} (limit {view.scope_limit:.2f})"
+            f"Models: {fmt.md(versions)} · scope score {view.scope_score:.2f} (limit {view.scope_limit:.2f})"
         )
     with image_col:
         heat = st.toggle("Heat map", key=f"xr.heat.{view.study_id}", help="Where the classifier looked")
@@ -221,20 +222,20 @@ def patient_picker(current: str | None) -> str | None:
 
     with st.expander("Choose another patient" if current else "Choose the patient", expanded=not current):
         query = st.text_input("Patient ID or name", key="xr.pick.query").strip()
-        hits = records.search_patients(query, limit=ui.SEARCH_LIMIT) if query else []
+        hits = records.search_patients(query, limit=session.SEARCH_LIMIT) if query else []
         if query and not hits:
-            st.info(f"No patient matches “{ui.md(query)}”.")
+            st.info(f"No patient matches “{fmt.md(query)}”.")
         if hits:
             names = {
-                h.patient_id: f"{h.patient_id} · {h.display_name} · born {ui.fmt_date(h.date_of_birth)}"
+                h.patient_id: f"{h.patient_id} · {h.display_name} · born {fmt.day(h.date_of_birth)}"
                 for h in hits
             }
             chosen = st.selectbox(
                 "Patient", list(names), format_func=lambda n: names[n], key="xr.pick.choice"
             )
             if st.button("Use this patient", icon=":material/person_check:", key="xr.pick.use") and chosen:
-                st.session_state[ui.PATIENT_ID] = chosen
-                st.session_state.pop(ui.STUDY_ID, None)
+                st.session_state[session.PATIENT_ID] = chosen
+                st.session_state.pop(session.STUDY_ID, None)
                 st.rerun()
     return current
 
@@ -245,7 +246,7 @@ def history_list(studies: tuple[diagnosis.StudySummary, ...], patient_id: str) -
         with st.container(border=True):
             thumb, when, found, level, action = st.columns([1, 2, 4, 2, 1.3], vertical_alignment="center")
             thumb.image(str(s.thumbnail_path), width=96)
-            when.markdown(f"**{ui.fmt_datetime(s.uploaded_at)}**  \n:gray[{ui.md(s.original_filename)}]")
+            when.markdown(f"**{fmt.moment(s.uploaded_at)}**  \n:gray[{fmt.md(s.original_filename)}]")
             top = ", ".join(f"{name.replace('_', ' ')} {p:.0%}" for name, p in s.top3)
             flagged = f"  \n:gray[{len(s.flagged)} over threshold]" if s.flagged else ""
             found.markdown(f"{top}{flagged}")
@@ -253,7 +254,7 @@ def history_list(studies: tuple[diagnosis.StudySummary, ...], patient_id: str) -
             if action.button(
                 "Open", key=f"xr.open.{s.study_id}", icon=":material/visibility:", width="stretch"
             ):
-                ui.open_study(s.study_id, patient_id)
+                session.open_study(s.study_id, patient_id)
 
 
 def probability_chart(points: tuple[diagnosis.ProbabilityPoint, ...]) -> None:
@@ -274,7 +275,7 @@ def side_by_side(studies: tuple[diagnosis.StudySummary, ...], user: Authenticate
     if len(studies) < 2:
         st.caption("A second film of this patient is needed for a comparison.")
         return
-    labels = {s.study_id: f"{ui.fmt_datetime(s.uploaded_at)} · {s.original_filename}" for s in studies}
+    labels = {s.study_id: f"{fmt.moment(s.uploaded_at)} · {s.original_filename}" for s in studies}
     ids = list(labels)
     pick, prior_pick = st.columns(2)
     chosen = pick.selectbox("Study", ids, index=0, format_func=lambda i: labels[i], key="xr.cmp.study")
@@ -289,8 +290,7 @@ def side_by_side(studies: tuple[diagnosis.StudySummary, ...], user: Authenticate
     for column, view in zip(st.columns(2), (now, before), strict=True):
         with column:
             st.markdown(
-                triage_badge(view.triage_level, view.uncertain)
-                + f" :gray[{ui.fmt_datetime(view.uploaded_at)}]"
+                triage_badge(view.triage_level, view.uncertain) + f" :gray[{fmt.moment(view.uploaded_at)}]"
             )
             st.image(str(view.image_path), width="stretch")
     earlier = {f.name: f.probability for f in before.findings}

@@ -1,4 +1,4 @@
-"""Small pieces every page shares: who is signed in, session expiry, flash messages, formatting.
+"""Who is signed in, session expiry, flash messages, navigation between pages, the record on show.
 
 Only ``app.py`` and ``pages/`` import Streamlit. What is kept in ``st.session_state`` is plain values and the
 frozen DTOs the services return (``AuthenticatedUser``, ``PatientRecord``, ``DiagnosisView``) — never ORM
@@ -10,8 +10,7 @@ is per-user data.
 from __future__ import annotations
 
 import logging
-import re
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Literal, NoReturn
 
 import streamlit as st
@@ -115,7 +114,7 @@ def require_user() -> auth.AuthenticatedUser:
     (Streamlit's legacy ``pages/`` router, a test) behind the login form too."""
     user = st.session_state.get(USER)
     if not isinstance(user, auth.AuthenticatedUser):
-        from pages.login import login_form  # late: login imports this module
+        from ui.login import login_form  # late: login imports this module
 
         login_form()
         st.stop()
@@ -166,33 +165,12 @@ def open_review(study_id: int, patient_id: str) -> NoReturn:
 def load_models() -> dict[str, str]:
     """Load the active classifier (and detector) once per server process; returns their versions.
 
-    The models are shared by every session: core.inference keeps one instance per version and serializes
+    The models are shared by every session: core.ml.inference keeps one instance per version and serializes
     each runtime's calls. Raises ``ModelNotAvailable`` (not cached) when no model is installed.
     """
-    from core import diagnosis  # late: the record pages need no imaging stack
+    from core.xray import diagnosis  # late: the record pages need no imaging stack
 
     return diagnosis.warm_up()
-
-
-def label(value: str) -> str:
-    """A stored code as a person reads it: 'life-threatening' -> 'Life-threatening'."""
-    return value[:1].upper() + value[1:] if value else ""
-
-
-def fmt_date(value: date | None) -> str:
-    """ISO dates: unambiguous across the locales of a hospital's staff."""
-    return value.isoformat() if value else "—"
-
-
-def fmt_datetime(value: datetime | None) -> str:
-    """A UTC timestamp to the minute, labelled as UTC so nobody reads it as local time."""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if value else "—"
-
-
-def age_years(born: date, on: date | None = None) -> int:
-    """Completed years of age on ``on`` (default: today)."""
-    on = on or utcnow().date()
-    return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
 
 
 RECORD = "record"  # PatientRecord DTO as last shown; its versions are what an edit is based on
@@ -224,20 +202,6 @@ def current_record(patient_id: str, user: auth.AuthenticatedUser) -> records.Pat
         st.session_state[RECORD_LOADED_AT] = utcnow()
         st.session_state.pop(RECORD_STALE, None)
     return shown
-
-
-# Characters that start markdown (or Streamlit's :directive[...], :material/icon: and $LaTeX$) anywhere in a
-# line, and the markers that only mean something at the start of a line (lists, headings, rules).
-_INLINE_MARKUP = re.compile(r"([\\`*_{}\[\]<>#~$:|!^=])")
-_LINE_START_MARKUP = re.compile(r"^([ \t]*)([-+]|\d+[.)])", re.MULTILINE)
-
-
-def md(text: str) -> str:
-    """User-typed text made safe to embed in markdown: shown as typed, never as formatting, links,
-    icons (``:material/...:``) or LaTeX; line breaks kept."""
-    escaped = _INLINE_MARKUP.sub(r"\\\1", text.replace("\r\n", "\n"))
-    escaped = _LINE_START_MARKUP.sub(lambda m: m.group(1) + m.group(2)[:-1] + "\\" + m.group(2)[-1], escaped)
-    return escaped.replace("\n", "  \n")
 
 
 SEARCH_LIMIT = 25  # a page of hits; more means the query is too vague to scan by eye

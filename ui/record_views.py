@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import streamlit as st
 
 from core import records
-from pages import ui
+from ui import fmt
 
 
 def _rank(severity: str) -> int:
@@ -23,7 +23,7 @@ def _serious(severity: str) -> bool:
 
 def _severity(severity: str) -> str:
     colour = "red" if _serious(severity) else ("orange" if _rank(severity) > 0 else "gray")
-    return f":{colour}-badge[{ui.label(severity)}]"
+    return f":{colour}-badge[{fmt.label(severity)}]"
 
 
 def allergy_banner(allergies: Sequence[records.Allergy]) -> None:
@@ -31,7 +31,7 @@ def allergy_banner(allergies: Sequence[records.Allergy]) -> None:
     if not allergies:
         st.info("No allergies recorded.", icon=":material/medication:")
         return
-    listed = ", ".join(f"**{ui.md(a.substance)}** ({ui.label(a.severity)})" for a in allergies)
+    listed = ", ".join(f"**{fmt.md(a.substance)}** ({fmt.label(a.severity)})" for a in allergies)
     show = st.error if any(_serious(a.severity) for a in allergies) else st.warning
     show(f"Allergies: {listed}", icon=":material/medication:")
 
@@ -39,34 +39,34 @@ def allergy_banner(allergies: Sequence[records.Allergy]) -> None:
 def demographics_view(d: records.Demographics) -> None:
     left, right = st.columns(2)
     left.markdown(
-        f"**Given name** {ui.md(d.given_name)}  \n**Family name** {ui.md(d.family_name)}  \n"
-        f"**Sex** {ui.label(d.sex)}  \n**Date of birth** {ui.fmt_date(d.date_of_birth)}"
+        f"**Given name** {fmt.md(d.given_name)}  \n**Family name** {fmt.md(d.family_name)}  \n"
+        f"**Sex** {fmt.label(d.sex)}  \n**Date of birth** {fmt.day(d.date_of_birth)}"
     )
     right.markdown(
-        f"**Phone** {ui.md(d.phone) or '—'}  \n**Email** {ui.md(d.email) or '—'}  \n"
-        f"**Address** {ui.md(d.address) or '—'}"
+        f"**Phone** {fmt.md(d.phone) or '—'}  \n**Email** {fmt.md(d.email) or '—'}  \n"
+        f"**Address** {fmt.md(d.address) or '—'}"
     )
 
 
 def describe_visit(v: records.Visit) -> str:
-    notes = f"  \n{ui.md(v.notes)}" if v.notes else ""
-    return f"**{ui.fmt_date(v.visit_date)}** — {ui.md(v.reason)}{notes}"
+    notes = f"  \n{fmt.md(v.notes)}" if v.notes else ""
+    return f"**{fmt.day(v.visit_date)}** — {fmt.md(v.reason)}{notes}"
 
 
 def describe_allergy(a: records.Allergy) -> str:
-    reaction = f" · {ui.md(a.reaction)}" if a.reaction else ""
+    reaction = f" · {fmt.md(a.reaction)}" if a.reaction else ""
     return (
-        f"**{ui.md(a.substance)}** {_severity(a.severity)} :gray-badge[{ui.label(a.kind)}]{reaction}  \n"
-        f":gray[recorded {ui.fmt_date(a.recorded_on)}]"
+        f"**{fmt.md(a.substance)}** {_severity(a.severity)} :gray-badge[{fmt.label(a.kind)}]{reaction}  \n"
+        f":gray[recorded {fmt.day(a.recorded_on)}]"
     )
 
 
 def describe_condition(c: records.Condition) -> str:
     status = (
-        f":blue-badge[{ui.label(c.status)}]"
+        f":blue-badge[{fmt.label(c.status)}]"
         if c.status == records.CONDITION_STATUSES[0]
-        else f":gray-badge[{ui.label(c.status)}]"
+        else f":gray-badge[{fmt.label(c.status)}]"
     )
-    onset = f" · since {ui.fmt_date(c.onset_date)}" if c.onset_date else ""
-    notes = f"  \n{ui.md(c.notes)}" if c.notes else ""
-    return f"**{ui.md(c.name)}** {status}{onset}{notes}"
+    onset = f" · since {fmt.day(c.onset_date)}" if c.onset_date else ""
+    notes = f"  \n{fmt.md(c.notes)}" if c.notes else ""
+    return f"**{fmt.md(c.name)}** {status}{onset}{notes}"

@@ -5,7 +5,7 @@ folder ``models/<kind>/<version>/`` holding its weights and ``card.json``. Promo
 version) is an explicit, audited act: :func:`promote` refuses a candidate that measures worse than the active
 version on its card's headline test metric, or that was measured on another test split, unless an admin
 writes a reason. Diagnoses record the version that made them, so promotion never changes a saved result;
-``core.inference`` resolves the active folder on every call, so the next diagnosis uses the new version.
+``core.ml.inference`` resolves the active folder on every call, so the next diagnosis uses the new version.
 
 Reading the registry needs nothing but the files (``python -m core diagnose`` stays free of the database
 stack); :func:`promote` imports the database layer when it is called.

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from core import imaging
-from core.classifier import Classification, Classifier
-from core.detector import DetectionResult, Detector
-from core.model_registry import active_model_dir, read_registry
+from core.ml.classifier import Classification, Classifier
+from core.ml.detector import DetectionResult, Detector
+from core.ml.registry import active_model_dir, read_registry
 
 _lock = threading.Lock()
 # Keyed on the version folder, which the getters resolve from registry.json on every call (one small file

@@ -96,8 +96,8 @@ def configure(threads: int = DEFAULT_THREADS) -> Path:
 
         if Path(USER_CONFIG_DIR) != Path(env["YOLO_CONFIG_DIR"]) / "Ultralytics":
             raise UltralyticsImportedTooEarly(
-                f"ultralytics was imported before core.yolo_env (config dir {USER_CONFIG_DIR}); "
-                "import core.yolo_env first"
+                f"ultralytics was imported before core.ml.yolo_env (config dir {USER_CONFIG_DIR}); "
+                "import core.ml.yolo_env first"
             )
     os.environ.update(env)
     _place_fonts(Path(env["YOLO_CONFIG_DIR"]) / "Ultralytics")

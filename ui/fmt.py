@@ -1,0 +1,44 @@
+"""How stored values read on screen: codes as words, dates, ages, and user text made safe for markdown.
+
+No Streamlit here: plain functions the pages and widgets share.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+
+
+def label(value: str) -> str:
+    """A stored code as a person reads it: 'life-threatening' -> 'Life-threatening'."""
+    return value[:1].upper() + value[1:] if value else ""
+
+
+def day(value: date | None) -> str:
+    """ISO dates: unambiguous across the locales of a hospital's staff."""
+    return value.isoformat() if value else "—"
+
+
+def moment(value: datetime | None) -> str:
+    """A UTC timestamp to the minute, labelled as UTC so nobody reads it as local time."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if value else "—"
+
+
+def age_years(born: date, on: date | None = None) -> int:
+    """Completed years of age on ``on`` (default: today)."""
+    on = on or datetime.now(UTC).date()
+    return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+
+
+# Characters that start markdown (or Streamlit's :directive[...], :material/icon: and $LaTeX$) anywhere in a
+# line, and the markers that only mean something at the start of a line (lists, headings, rules).
+_INLINE_MARKUP = re.compile(r"([\\`*_{}\[\]<>#~$:|!^=])")
+_LINE_START_MARKUP = re.compile(r"^([ \t]*)([-+]|\d+[.)])", re.MULTILINE)
+
+
+def md(text: str) -> str:
+    """User-typed text made safe to embed in markdown: shown as typed, never as formatting, links,
+    icons (``:material/...:``) or LaTeX; line breaks kept."""
+    escaped = _INLINE_MARKUP.sub(r"\\\1", text.replace("\r\n", "\n"))
+    escaped = _LINE_START_MARKUP.sub(lambda m: m.group(1) + m.group(2)[:-1] + "\\" + m.group(2)[-1], escaped)
+    return escaped.replace("\n", "  \n")
