@@ -1,9 +1,10 @@
-# The two commands of the README: `make run` (set up, migrate, seed demo data, start) and `make test`.
+# The two commands of the README: `make run` (set up, migrate, seed demo data, start) and `make test`;
+# `make test-fast` and `make lint` for the development loop (see CONTRIBUTING.md).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3.11
 
-.PHONY: setup run test browser lint
+.PHONY: setup run test test-fast browser lint
 
 setup: $(VENV)/.installed
 
@@ -24,5 +25,9 @@ browser:
 test: setup browser
 	$(PY) -m pytest
 
+# The inner loop: everything but the model-training (`slow`) and real-browser tests, both databases.
+test-fast: setup
+	$(PY) -m pytest -m "not slow and not browser"
+
 lint: setup
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy core db
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy core db pages ui app.py

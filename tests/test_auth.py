@@ -12,7 +12,7 @@ from core.errors import AccountLocked, InvalidCredentials, NotFound, PermissionD
 from db import models
 from db.base import utcnow
 from db.session import session_scope
-from tests.conftest import PRODUCTION_PWD_CONTEXT, TEST_PASSWORD, TestAccount, TestDatabase
+from tests.support.db import PRODUCTION_PWD_CONTEXT, TEST_PASSWORD, TestAccount, TestDatabase
 
 MakeUser = Callable[..., TestAccount]
 

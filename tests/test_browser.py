@@ -22,7 +22,7 @@ from core.records import AllergyInput, Demographics, add_allergy, create_patient
 from db import models
 from db.migrate import upgrade
 from db.session import session_scope
-from tests.browser_support import (
+from tests.support.browser import (
     STEP_MS,
     Environment,
     choose_option,

@@ -25,16 +25,16 @@ from core.records import Demographics, create_patient
 from db import models
 from db.migrate import upgrade
 from db.session import session_scope
-from tests.browser_support import (
+from tests.support.browser import (
     STEP_MS,
     Environment,
+    Server,
     chromium_page,
     log_in,
     running_streamlit,
     throwaway_env,
 )
-from tests.test_browser_xray import Server
-from tests.xray_samples import png_variant
+from tests.support.xray_samples import png_variant
 
 pytestmark = pytest.mark.browser
 

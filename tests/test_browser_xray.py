@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -26,15 +25,16 @@ from db import models
 from db.base import utcnow
 from db.migrate import upgrade
 from db.session import session_scope
-from tests.browser_support import (
+from tests.support.browser import (
     STEP_MS,
     Environment,
+    Server,
     chromium_page,
     log_in,
     running_streamlit,
     throwaway_env,
 )
-from tests.xray_samples import DICOM, DICOM_PATIENT_ID, PNG, png_variant
+from tests.support.xray_samples import DICOM, DICOM_PATIENT_ID, PNG, png_variant
 
 pytestmark = pytest.mark.browser
 
@@ -43,12 +43,6 @@ USERNAME = "dr.xray.browser"
 PASSWORD = "a long x-ray browser-test password"  # test-only account in a throwaway database
 PATIENT_ID = "ED-4343"
 OTHER_PATIENT = "ED-5151"
-
-
-@dataclass(frozen=True)
-class Server:
-    url: str
-    env: dict[str, str]
 
 
 @pytest.fixture(scope="module")

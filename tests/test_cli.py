@@ -18,7 +18,7 @@ from core.config import PROJECT_ROOT
 from core.errors import InvalidCredentials
 from db import models
 from db.session import session_scope
-from tests.conftest import TestDatabase
+from tests.support.db import TestDatabase
 
 
 def _patients() -> int:

@@ -17,10 +17,10 @@ from core.review import export
 from core.xray import diagnosis as dx
 from db import models
 from db.session import session_scope
-from tests.conftest import TestAccount
-from tests.test_diagnosis import StubDetector
-from tests.test_pages import APP, TIMEOUT, login, texts
-from tests.xray_samples import png_variant
+from tests.support.apptest import APP, TIMEOUT, login, texts
+from tests.support.db import TestAccount
+from tests.support.stubs import StubDetector
+from tests.support.xray_samples import png_variant
 from ui import fmt, session
 from ui import review_views as correction_views
 

@@ -21,9 +21,9 @@ from core.xray import diagnosis as dx
 from db import models
 from db.base import utcnow
 from db.session import session_scope
-from tests.conftest import TestAccount
-from tests.test_diagnosis import StubDetector
-from tests.xray_samples import png_variant
+from tests.support.db import TestAccount
+from tests.support.stubs import StubDetector
+from tests.support.xray_samples import png_variant
 
 MakePatient = Callable[..., PatientRecord]
 MakeUser = Callable[..., TestAccount]

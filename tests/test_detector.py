@@ -2,7 +2,8 @@
 
 The tiny run (4 training images at 64 px, one epoch) is built once per module with every socket call
 refused and recorded, so it proves that training, ONNX export, validation and prediction never reach
-for the network. ``test_published_model_finds_known_boxes`` runs only when ``models/registry.json``
+for the network; it and every test that uses it are marked ``slow`` (``make test-fast`` leaves them out).
+``test_published_model_finds_known_boxes`` runs only when ``models/registry.json``
 names a detector; it is skipped until one is published.
 """
 
@@ -28,6 +29,7 @@ from core.ml.detector import Detection, Detector, decode, draw_detections, lette
 from core.ml.registry import read_registry
 from core.training import detector_metrics as dm
 from core.training import nih_boxes
+from tests.support.nih_samples import mini_nih_boxes
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "assets" / "samples"
@@ -59,37 +61,6 @@ def network_calls() -> Iterator[NetworkCalls]:
         yield calls
 
 
-def _mini_nih_boxes(root: Path) -> Path:
-    """A folder shaped like shared/data/nih_boxes, made from the project's own samples (no ../shared needed):
-    the four PNGs as 512-px JPEGs in train, two of them again in val, with their radiologist boxes."""
-    folder = root / "nih_boxes"
-    (folder / "images_512").mkdir(parents=True)
-    with (SAMPLES / "labels.csv").open() as f:
-        samples = list(csv.DictReader(f))
-    images, boxes = [], []
-    for split, rows in (("train", samples), ("val", samples[:2])):
-        for row in rows:
-            name = f"{split}_{row['file']}"
-            with Image.open(SAMPLES / row["file"]) as im:
-                im.convert("L").resize((512, 512)).save(
-                    folder / "images_512" / f"{name[:-4]}.jpg", quality=90
-                )
-            spec = row["boxes_1024px(class:x1,y1,x2,y2;...)"]
-            parts = [b for b in spec.split(";") if b]
-            images.append([name, f"images_512/{name[:-4]}.jpg", split, name, len(parts)])
-            for part in parts:
-                label, coords = part.split(":")
-                boxes.append([name, label, *coords.split(","), "sample", split, name])
-            if not parts:
-                boxes.append([name, "", "", "", "", "", "sample", split, name])
-    with (folder / "images.csv").open("w", newline="") as f:
-        csv.writer(f).writerows([["image_index", "file", "split", "patient_id", "n_boxes"], *images])
-    with (folder / "boxes_1024px.csv").open("w", newline="") as f:
-        header = ["image_index", "label", "x1", "y1", "x2", "y2", "box_source", "split", "patient_id"]
-        csv.writer(f).writerows([header, *boxes])
-    return root
-
-
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, network_calls: NetworkCalls) -> Path:
     """Train 1 epoch on 4 images at 64 px, evaluate, export; returns the package folder."""
@@ -97,7 +68,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, network_calls: NetworkCal
     from core.training.train_detector import train
 
     base = tmp_path_factory.mktemp("tiny_detector")
-    data = nih_boxes.build_yolo_dataset(base / "data", data_dir=_mini_nih_boxes(base / "source"))
+    data = nih_boxes.build_yolo_dataset(base / "data", data_dir=mini_nih_boxes(base / "source"))
     train(base / "run", data, imgsz=64, epochs=1, batch=2, workers=0, patience=5)
     return evaluate(base / "run", check_images=2)
 
@@ -107,6 +78,7 @@ def tiny(tiny_run: Path) -> Detector:
     return Detector(tiny_run)
 
 
+@pytest.mark.slow
 def test_tiny_offline_training_gives_loadable_model_and_onnx(tiny_run, network_calls):
     from ultralytics import YOLO  # already configured by tiny_run (core.training imports core.ml.yolo_env)
     from ultralytics.utils import ONLINE, SETTINGS
@@ -149,6 +121,7 @@ def test_offline_settings_live_in_the_project():
     )  # DejaVu Sans, copied, not fetched
 
 
+@pytest.mark.slow
 def test_both_runtimes_agree_on_real_images(tiny_run, tiny):
     torch_detector = Detector(tiny_run, runtime="pytorch")
     assert (tiny.runtime, torch_detector.runtime) == ("onnxruntime", "pytorch")
@@ -180,6 +153,7 @@ def _predict_in_two_threads(detector: Detector, images: list[np.ndarray]) -> dic
     return got
 
 
+@pytest.mark.slow
 def test_two_threads_predicting_at_once_get_the_sequential_answers(tiny_run, tiny):
     images = [read_image((SAMPLES / n).read_bytes()).pixels for n in ("00000310_001.png", "00005869_001.png")]
     for detector in (tiny, Detector(tiny_run, runtime="pytorch")):
@@ -366,6 +340,7 @@ def _diagnose_json(path: Path, capsys: pytest.CaptureFixture[str]) -> dict:
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_cli_json_has_detections_from_the_active_detector(tiny_run, models_dir, capsys):
     from core.training.evaluate_detector import publish
 
@@ -432,6 +407,7 @@ def test_published_model_finds_known_boxes():
     assert hits, "the published detector marked none of the known regions on the sample films"
 
 
+@pytest.mark.slow
 def test_sample_overlay_round_trip_as_png(tiny):
     """The overlay of a real film encodes to PNG (what the page shows)."""
     pixels = read_image((SAMPLES / "00000583_045.png").read_bytes()).pixels

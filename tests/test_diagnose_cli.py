@@ -15,8 +15,8 @@ from core.__main__ import main
 from core.records import PatientRecord
 from db import models
 from db.session import session_scope
-from tests.conftest import TestAccount
-from tests.xray_samples import DICOM, DICOM_PATIENT_ID, NOT_CHEST_DICOM, PNGS
+from tests.support.db import TestAccount
+from tests.support.xray_samples import DICOM, DICOM_PATIENT_ID, NOT_CHEST_DICOM, PNGS
 
 MakePatient = Callable[..., PatientRecord]
 

@@ -20,14 +20,22 @@ from core.config import get_settings
 from core.errors import NotFound, ValidationError
 from core.imaging import ImageRejected, storage
 from core.ml import inference
-from core.ml.detector import Detection, DetectionResult
 from core.records import PatientRecord, VisitInput, add_visit
 from core.xray import diagnosis as dx
 from db import models
 from db import repository as repo
 from db.base import utcnow
 from db.session import session_scope
-from tests.xray_samples import DICOM, DICOM_PATIENT_ID, NOT_CHEST_DICOM, PNG, PNGS, big_dicom, png_variant
+from tests.support.stubs import StubDetector
+from tests.support.xray_samples import (
+    DICOM,
+    DICOM_PATIENT_ID,
+    NOT_CHEST_DICOM,
+    PNG,
+    PNGS,
+    big_dicom,
+    png_variant,
+)
 
 MakePatient = Callable[..., PatientRecord]
 
@@ -64,23 +72,6 @@ def audit_actions(patient_id: str) -> list[tuple[str, str]]:
 @pytest.fixture
 def patient(make_patient: MakePatient) -> PatientRecord:
     return make_patient("ED-1", given_name="Ada", family_name="Lovelace")
-
-
-class StubDetector:
-    """A detector that always finds the same two regions (the real one needs a published model)."""
-
-    version = "stub-det"
-
-    def detect(self, pixels: np.ndarray) -> DetectionResult:
-        h, w = pixels.shape
-        return DetectionResult(
-            detections=(
-                Detection("Nodule", 0.81, 0.1 * w, 0.5 * h, 0.2 * w, 0.6 * h),
-                Detection("Effusion", 0.42, 0.6 * w, 0.6 * h, 0.9 * w, 0.9 * h),
-            ),
-            model_version=self.version,
-            timing_ms={"inference": 1.0},
-        )
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from sqlalchemy.exc import IntegrityError
 
 from db.migrate import downgrade, upgrade
 from db.session import create_db_engine
-from tests.conftest import create_postgres_schema, drop_postgres_schema
-from tests.test_migration_studies import NOW, _diagnosis, _study
+from tests.support.db import create_postgres_schema, drop_postgres_schema
+from tests.support.migration_rows import NOW, diagnosis_row, study_row
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -43,8 +43,8 @@ def engine_at_0002(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[t
             ),
             {"dob": date(1970, 1, 1), "now": NOW},
         )
-        _study(conn, visit=None)
-        _diagnosis(conn)
+        study_row(conn, visit=None)
+        diagnosis_row(conn)
     try:
         yield url, engine
     finally:

@@ -4,7 +4,7 @@ constraints it promises, and a downgrade that removes only its own tables."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -13,9 +13,8 @@ from sqlalchemy.exc import IntegrityError
 
 from db.migrate import downgrade, upgrade
 from db.session import create_db_engine
-from tests.conftest import create_postgres_schema, drop_postgres_schema
-
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+from tests.support.db import create_postgres_schema, drop_postgres_schema
+from tests.support.migration_rows import NOW, diagnosis_row, study_row
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -59,37 +58,13 @@ def engine_at_0001(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[t
             drop_postgres_schema(schema)
 
 
-def _study(conn, sha: str = "a" * 64, study_id: int = 1, status: str = "new", visit: int | None = 1) -> None:  # type: ignore[no-untyped-def]
-    conn.execute(
-        text(
-            "INSERT INTO studies (id, patient_pk, visit_pk, sha256, file_path, preview_path, thumbnail_path,"
-            " original_filename, source_format, byte_size, width, height, dicom, uploaded_by, uploaded_at,"
-            " status, version) VALUES (:id, 1, :visit, :sha, 'originals/aa/x.png', 'renders/p.jpg',"
-            " 'renders/t.jpg', 'x.png', 'png', 10, 1024, 1024, NULL, 1, :now, :status, 1)"
-        ),
-        {"id": study_id, "sha": sha, "now": NOW, "status": status, "visit": visit},
-    )
-
-
-def _diagnosis(conn, study_id: int = 1, level: str = "urgent") -> None:  # type: ignore[no-untyped-def]
-    conn.execute(
-        text(
-            "INSERT INTO diagnoses (study_id, classifier_version, detector_version, probabilities, thresholds,"
-            " flagged, top3, detections, triage_level, uncertain, uncertain_reason, triage_rule, scope_score,"
-            " scope_limit, timings, overlay_path, heatmap_path, created_at, created_by) VALUES (:s, 'v1',"
-            " NULL, '{}', '{}', '[]', '[]', '[]', :level, :f, '', '{}', 1.0, 2.0, '{}', NULL, NULL, :now, 1)"
-        ),
-        {"s": study_id, "level": level, "f": False, "now": NOW},
-    )
-
-
 def test_upgrade_keeps_records_and_downgrade_removes_only_studies(engine_at_0001) -> None:  # type: ignore[no-untyped-def]
     url, engine = engine_at_0001
     upgrade("0002", url=url)
     assert {"studies", "diagnoses"} <= set(inspect(engine).get_table_names())
     with engine.begin() as conn:
-        _study(conn)
-        _diagnosis(conn)
+        study_row(conn)
+        diagnosis_row(conn)
     downgrade("0001", url=url)
     tables = set(inspect(engine).get_table_names())
     assert "studies" not in tables and "diagnoses" not in tables
@@ -104,14 +79,14 @@ def test_constraints(engine_at_0001) -> None:  # type: ignore[no-untyped-def]
     url, engine = engine_at_0001
     upgrade("0002", url=url)
     with engine.begin() as conn:
-        _study(conn)
-        _diagnosis(conn)
+        study_row(conn)
+        diagnosis_row(conn)
     # The same image twice for one patient is one study.
     with pytest.raises(IntegrityError), engine.begin() as conn:
-        _study(conn, study_id=2)
+        study_row(conn, study_id=2)
     for bad in (
-        lambda c: _study(c, sha="b" * 64, study_id=3, status="done"),
-        lambda c: _diagnosis(c, level="stat"),
+        lambda c: study_row(c, sha="b" * 64, study_id=3, status="done"),
+        lambda c: diagnosis_row(c, level="stat"),
     ):
         with pytest.raises(IntegrityError), engine.begin() as conn:
             bad(conn)

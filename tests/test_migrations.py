@@ -14,7 +14,7 @@ from sqlalchemy import inspect, text
 from db.base import Base
 from db.migrate import alembic_config, downgrade, upgrade
 from db.session import create_db_engine
-from tests.conftest import create_postgres_schema, drop_postgres_schema
+from tests.support.db import create_postgres_schema, drop_postgres_schema
 
 # Every table the models declare, and the newest revision: later revisions need no edit here.
 TABLES = set(Base.metadata.tables)

@@ -28,7 +28,7 @@ from core.ml import registry as mr
 from db import models
 from db.models import LIMITS
 from db.session import session_scope
-from tests.model_versions import V1, V1_AUC, ModelsDir, temporary_models_dir
+from tests.support.model_versions import V1, V1_AUC, ModelsDir, temporary_models_dir
 
 REASON = "Better sensitivity on pneumothorax in our own audit; reviewed by the imaging board."
 
@@ -360,7 +360,7 @@ def test_after_promotion_new_diagnoses_use_the_new_version_and_old_ones_keep_the
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from core.xray import diagnosis as dx
-    from tests.xray_samples import png_variant
+    from tests.support.xray_samples import png_variant
 
     monkeypatch.setattr(inference, "_classifiers", {})  # this test's folders only
     models_dir.link_weights(V1)

@@ -12,9 +12,9 @@ from streamlit.testing.v1 import AppTest
 from core.ml import registry as mr
 from db import models
 from db.session import session_scope
-from tests.conftest import TestAccount
-from tests.model_versions import V1, ModelsDir, temporary_models_dir
-from tests.test_pages import ROOT, TIMEOUT, login, shows_login_form, start, texts
+from tests.support.apptest import ROOT, TIMEOUT, login, shows_login_form, start, texts
+from tests.support.db import TestAccount
+from tests.support.model_versions import V1, ModelsDir, temporary_models_dir
 from ui import session
 
 PAGE = "pages/models.py"

@@ -23,6 +23,7 @@ from core.ml.registry import read_registry, set_active
 from core.training.corrections_data import ExportError, read_export, same_image_as, thumbnails
 from core.training.nih14 import FINDINGS
 from core.training.nih_boxes import CLASSES
+from tests.support.nih_samples import mini_nih_boxes
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "assets" / "samples"
@@ -189,6 +190,7 @@ def tiny_nih14(tmp_path, monkeypatch) -> Path:
     get_settings.cache_clear()
 
 
+@pytest.mark.slow
 def test_classifier_retrain_publishes_a_loadable_candidate_that_is_not_active(tiny_nih14, tmp_path):
     from core.imaging import read_image
     from core.ml.classifier import Classifier
@@ -227,20 +229,20 @@ def test_classifier_retrain_publishes_a_loadable_candidate_that_is_not_active(ti
         retrain(export, tmp_path / "run2", epochs=1, batch=8, version="cand-1")
 
 
+@pytest.mark.slow
 def test_detector_retrain_publishes_a_candidate_measured_on_the_parents_test_split(tmp_path, monkeypatch):
     from core.ml.detector import Detector
     from core.training.evaluate_detector import evaluate, publish
     from core.training.nih_boxes import build_yolo_dataset
     from core.training.retrain_detector import retrain
     from core.training.train_detector import train
-    from tests.test_detector import _mini_nih_boxes
 
     models = tmp_path / "models"
     monkeypatch.setenv("CXR_MODELS_DIR", str(models))
     monkeypatch.setenv("CXR_VAR_DIR", str(tmp_path / "var"))
     get_settings.cache_clear()
     try:
-        base = build_yolo_dataset(tmp_path / "data", data_dir=_mini_nih_boxes(tmp_path / "source"))
+        base = build_yolo_dataset(tmp_path / "data", data_dir=mini_nih_boxes(tmp_path / "source"))
         train(tmp_path / "parent-run", base, imgsz=64, epochs=1, batch=2, workers=0, patience=5)
         publish(
             evaluate(tmp_path / "parent-run", check_images=2), "det-parent", activate=True, models_dir=models

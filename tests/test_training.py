@@ -54,6 +54,7 @@ def tiny_nih14(tmp_path, monkeypatch) -> Path:
     get_settings.cache_clear()
 
 
+@pytest.mark.slow
 def test_one_epoch_training_run_produces_a_loadable_model(tiny_nih14, tmp_path):
     import keras
 

@@ -15,9 +15,9 @@ from core.xray import diagnosis as dx
 from db import models
 from db.base import utcnow
 from db.session import session_scope
-from tests.conftest import TestAccount
-from tests.test_pages import APP, TIMEOUT, login, texts
-from tests.xray_samples import DICOM, DICOM_PATIENT_ID, PNG, big_dicom, png_variant
+from tests.support.apptest import APP, TIMEOUT, login, texts
+from tests.support.db import TestAccount
+from tests.support.xray_samples import DICOM, DICOM_PATIENT_ID, PNG, big_dicom, png_variant
 from ui import session, xray_views
 
 MakeUser = Callable[..., TestAccount]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "assets" / "samples"
 PNG = SAMPLES / "00005869_001.png"
 PNGS = tuple(sorted(SAMPLES.glob("*.png")))

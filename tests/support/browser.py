@@ -10,9 +10,10 @@ import time
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright never downloads a browser here
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -23,6 +24,14 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 STEP_MS = 60_000  # generous: two cores are shared with training jobs (load average 7 measured)
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running throwaway dashboard: its URL and the environment it was started with."""
+
+    url: str
+    env: dict[str, str]
 
 
 def free_port() -> int:

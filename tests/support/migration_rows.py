@@ -1,0 +1,35 @@
+"""Raw rows for the migration tests, written with SQL so they do not depend on today's ORM models."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import text
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def study_row(
+    conn, sha: str = "a" * 64, study_id: int = 1, status: str = "new", visit: int | None = 1
+) -> None:  # type: ignore[no-untyped-def]
+    conn.execute(
+        text(
+            "INSERT INTO studies (id, patient_pk, visit_pk, sha256, file_path, preview_path, thumbnail_path,"
+            " original_filename, source_format, byte_size, width, height, dicom, uploaded_by, uploaded_at,"
+            " status, version) VALUES (:id, 1, :visit, :sha, 'originals/aa/x.png', 'renders/p.jpg',"
+            " 'renders/t.jpg', 'x.png', 'png', 10, 1024, 1024, NULL, 1, :now, :status, 1)"
+        ),
+        {"id": study_id, "sha": sha, "now": NOW, "status": status, "visit": visit},
+    )
+
+
+def diagnosis_row(conn, study_id: int = 1, level: str = "urgent") -> None:  # type: ignore[no-untyped-def]
+    conn.execute(
+        text(
+            "INSERT INTO diagnoses (study_id, classifier_version, detector_version, probabilities, thresholds,"
+            " flagged, top3, detections, triage_level, uncertain, uncertain_reason, triage_rule, scope_score,"
+            " scope_limit, timings, overlay_path, heatmap_path, created_at, created_by) VALUES (:s, 'v1',"
+            " NULL, '{}', '{}', '[]', '[]', '[]', :level, :f, '', '{}', 1.0, 2.0, '{}', NULL, NULL, :now, 1)"
+        ),
+        {"s": study_id, "level": level, "f": False, "now": NOW},
+    )
