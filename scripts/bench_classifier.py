@@ -19,11 +19,11 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from core.imaging import read_image  # noqa: E402
-from core.ml.classifier import Classifier, overlay_heatmap, to_model_input  # noqa: E402
-from core.ml.registry import active_model_dir  # noqa: E402
+from core.imaging import read_image
+from core.ml.classifier import Classifier, overlay_heatmap, to_model_input
+from core.ml.registry import active_model_dir
 
 
 def percentile(values: list[float], q: float) -> float:

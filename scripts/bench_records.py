@@ -26,10 +26,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import Engine, create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
 
-from core.config import get_settings  # noqa: E402
+from core.config import get_settings
 
 log = logging.getLogger("bench_records")
 SITES = ("ED", "WD", "OP", "IC")  # several ID prefixes, as hospitals that merged MRN ranges have

@@ -131,7 +131,7 @@ def configure(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
 
 
 @pytest.fixture
-def make_user(database: TestDatabase) -> Callable[..., TestAccount]:
+def make_user(database: TestDatabase) -> Callable[..., TestAccount]:  # noqa: ARG001 - users go there
     """Factory: ``make_user(username=None, role="doctor", password=TEST_PASSWORD, full_name=None)``."""
     counter = itertools.count(1)
 
@@ -163,7 +163,8 @@ def admin(make_user: Callable[..., TestAccount]) -> AuthenticatedUser:
 
 @pytest.fixture
 def make_patient(
-    database: TestDatabase, make_user: Callable[..., TestAccount]
+    database: TestDatabase,  # noqa: ARG001 - requested for its effect: the patients go there
+    make_user: Callable[..., TestAccount],
 ) -> Callable[..., PatientRecord]:
     """Factory creating a patient (and optional history) through the services; returns its record.
 

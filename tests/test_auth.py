@@ -12,7 +12,7 @@ from core.errors import AccountLocked, InvalidCredentials, NotFound, PermissionD
 from db import models
 from db.base import utcnow
 from db.session import session_scope
-from tests.support.db import PRODUCTION_PWD_CONTEXT, TEST_PASSWORD, TestAccount, TestDatabase
+from tests.support.db import PRODUCTION_PWD_CONTEXT, TEST_PASSWORD, TestAccount
 
 MakeUser = Callable[..., TestAccount]
 
@@ -140,6 +140,7 @@ def test_login_rehashes_outdated_hash(make_user: MakeUser, monkeypatch: pytest.M
     assert auth.authenticate("gina", account.password).username == "gina"
 
 
+@pytest.mark.usefixtures("database")
 @pytest.mark.parametrize(
     ("username", "password", "role", "field"),
     [
@@ -153,9 +154,7 @@ def test_login_rehashes_outdated_hash(make_user: MakeUser, monkeypatch: pytest.M
         ("okname", "long enough password", "superuser", "role"),
     ],
 )
-def test_create_user_validation(
-    database: TestDatabase, username: str, password: str, role: str, field: str
-) -> None:
+def test_create_user_validation(username: str, password: str, role: str, field: str) -> None:
     with pytest.raises(ValidationError) as err:
         auth.create_user(username, password, role=role)
     assert field in err.value.errors

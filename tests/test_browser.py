@@ -65,7 +65,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture
-def page(server: Server) -> Iterator[object]:
+def page(server: Server) -> Iterator[object]:  # noqa: ARG001 - the page needs the server running
     with chromium_page(1400, 1000) as page:
         yield page
 

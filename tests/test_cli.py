@@ -18,7 +18,6 @@ from core.config import PROJECT_ROOT
 from core.errors import InvalidCredentials
 from db import models
 from db.session import session_scope
-from tests.support.db import TestDatabase
 
 
 def _patients() -> int:
@@ -26,8 +25,9 @@ def _patients() -> int:
         return s.scalar(select(func.count()).select_from(models.Patient)) or 0
 
 
+@pytest.mark.usefixtures("database")
 def test_create_user_reads_password_from_stdin(
-    database: TestDatabase, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO("a long admin password\n"))
     assert main(["create-user", "--username", "Chief", "--role", "admin", "--password-stdin"]) == 0
@@ -36,22 +36,22 @@ def test_create_user_reads_password_from_stdin(
     assert user.role == "admin"
 
 
-def test_create_user_prompts_twice_on_a_terminal(
-    database: TestDatabase, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("database")
+def test_create_user_prompts_twice_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     answers = iter(["typed at the prompt", "typed at the prompt"])
-    monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
+    monkeypatch.setattr("getpass.getpass", lambda _prompt="": next(answers))
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
     assert main(["create-user", "--username", "doc"]) == 0
     assert auth.authenticate("doc", "typed at the prompt").role == "doctor"
 
 
+@pytest.mark.usefixtures("database")
 def test_create_user_refuses_mismatch_short_password_and_no_terminal(
-    database: TestDatabase, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     answers = iter(["first long password", "second long password"])
-    monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
+    monkeypatch.setattr("getpass.getpass", lambda _prompt="": next(answers))
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
     assert main(["create-user", "--username", "doc"]) == 1
@@ -67,9 +67,8 @@ def test_create_user_refuses_mismatch_short_password_and_no_terminal(
         auth.authenticate("doc", "first long password")
 
 
-def test_seed_creates_patients_and_prints_fresh_passwords_once(
-    database: TestDatabase, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.mark.usefixtures("database")
+def test_seed_creates_patients_and_prints_fresh_passwords_once(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["seed", "--patients", "12"]) == 0
     out = capsys.readouterr().out
     passwords = dict(re.findall(r"account '(\w+)'\s+password: (\S+)", out))
@@ -94,7 +93,8 @@ def test_seed_creates_patients_and_prints_fresh_passwords_once(
     assert _patients() == 12
 
 
-def test_seed_keeps_existing_accounts(database: TestDatabase, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.usefixtures("database")
+def test_seed_keeps_existing_accounts(capsys: pytest.CaptureFixture[str]) -> None:
     auth.create_user("admin", "the real admin password", role="admin")
     assert main(["seed", "--patients", "3"]) == 0
     out = capsys.readouterr().out
@@ -102,7 +102,8 @@ def test_seed_keeps_existing_accounts(database: TestDatabase, capsys: pytest.Cap
     assert auth.authenticate("admin", "the real admin password").role == "admin"
 
 
-def test_seed_is_deterministic(database: TestDatabase) -> None:
+@pytest.mark.usefixtures("database")
+def test_seed_is_deterministic() -> None:
     from core.records.demo_data import synthetic_patients
 
     first = [p.patient_id + p.family_name for p in synthetic_patients(20)]

@@ -32,7 +32,7 @@ MakePatient = Callable[..., PatientRecord]
 def stub_detector(monkeypatch: pytest.MonkeyPatch) -> StubDetector:
     stub = StubDetector()
     monkeypatch.setattr(inference, "detector_configured", lambda: True)
-    monkeypatch.setattr(inference, "get_detector", lambda model_dir=None: stub)
+    monkeypatch.setattr(inference, "get_detector", lambda _model_dir=None: stub)
     return stub
 
 

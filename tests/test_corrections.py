@@ -33,13 +33,15 @@ MakeUser = Callable[..., TestAccount]
 def stub_detector(monkeypatch: pytest.MonkeyPatch) -> StubDetector:
     stub = StubDetector()
     monkeypatch.setattr(inference, "detector_configured", lambda: True)
-    monkeypatch.setattr(inference, "get_detector", lambda model_dir=None: stub)
+    monkeypatch.setattr(inference, "get_detector", lambda _model_dir=None: stub)
     return stub
 
 
 @pytest.fixture
 def study(
-    make_patient: MakePatient, doctor: AuthenticatedUser, stub_detector: StubDetector
+    make_patient: MakePatient,
+    doctor: AuthenticatedUser,
+    stub_detector: StubDetector,  # noqa: ARG001 - requested for its effect: the stub detects the boxes
 ) -> dx.DiagnosisView:
     """A diagnosed 1024 x 1024 film of patient ED-1 with the stub's two boxes (Nodule, Effusion)."""
     make_patient("ED-1", given_name="Ada", family_name="Lovelace")
@@ -317,49 +319,54 @@ REFUSALS: list[tuple[str, Callable[[cx.EditorState], dict[str, Any]], str, str]]
     ),
     (
         "unknown-class",
-        lambda s: {"boxes": [cx.CorrectedBox("Tumour", 1, 1, 50, 50)]},
+        lambda _s: {"boxes": [cx.CorrectedBox("Tumour", 1, 1, 50, 50)]},
         "boxes",
         "'Tumour' is not a box class",
     ),
     (
         "outside",
-        lambda s: {"boxes": [cx.CorrectedBox("Effusion", 900, 900, 1100, 1000)]},
+        lambda _s: {"boxes": [cx.CorrectedBox("Effusion", 900, 900, 1100, 1000)]},
         "boxes",
         "outside the image (1024 x 1024 px)",
     ),
     (
         "negative",
-        lambda s: {"boxes": [cx.CorrectedBox("Effusion", -3, 10, 100, 100)]},
+        lambda _s: {"boxes": [cx.CorrectedBox("Effusion", -3, 10, 100, 100)]},
         "boxes",
         "outside the image",
     ),
     (
         "zero-area",
-        lambda s: {"boxes": [cx.CorrectedBox("Effusion", 10, 10, 10, 100)]},
+        lambda _s: {"boxes": [cx.CorrectedBox("Effusion", 10, 10, 10, 100)]},
         "boxes",
         "has no area",
     ),
     (
         "inverted",
-        lambda s: {"boxes": [cx.CorrectedBox("Effusion", 100, 100, 50, 200)]},
+        lambda _s: {"boxes": [cx.CorrectedBox("Effusion", 100, 100, 50, 200)]},
         "boxes",
         "has no area",
     ),
-    ("nan", lambda s: {"boxes": [cx.CorrectedBox("Effusion", math.nan, 1, 50, 50)]}, "boxes", "not a number"),
+    (
+        "nan",
+        lambda _s: {"boxes": [cx.CorrectedBox("Effusion", math.nan, 1, 50, 50)]},
+        "boxes",
+        "not a number",
+    ),
     (
         "not-a-box",
-        lambda s: {"boxes": [{"label": "Effusion", "x1": 1}]},
+        lambda _s: {"boxes": [{"label": "Effusion", "x1": 1}]},
         "boxes",
         "Box 1 is not a label with four coordinates",
     ),
     (
         "too-many",
-        lambda s: {"boxes": [cx.CorrectedBox("Effusion", 1, 1, 50, 50)] * (cx.MAX_BOXES + 1)},
+        lambda _s: {"boxes": [cx.CorrectedBox("Effusion", 1, 1, 50, 50)] * (cx.MAX_BOXES + 1)},
         "boxes",
         f"At most {cx.MAX_BOXES} boxes",
     ),
-    ("long-note", lambda s: {"note": "x" * 2001}, "note", "at most 2000 characters"),
-    ("control-note", lambda s: {"note": "bad\x00note"}, "note", "not allowed"),
+    ("long-note", lambda _s: {"note": "x" * 2001}, "note", "at most 2000 characters"),
+    ("control-note", lambda _s: {"note": "bad\x00note"}, "note", "not allowed"),
 ]
 
 
@@ -406,7 +413,8 @@ def test_every_problem_is_reported_at_once(study: dx.DiagnosisView, doctor: Auth
     assert "Box 1" in errors["boxes"] and "Box 2" in errors["boxes"]
 
 
-def test_unknown_study_is_not_found(database: object, doctor: AuthenticatedUser) -> None:
+@pytest.mark.usefixtures("database")
+def test_unknown_study_is_not_found(doctor: AuthenticatedUser) -> None:
     with pytest.raises(NotFound):
         cx.save_correction(987654, {}, [], "", 1, doctor)
 
@@ -452,8 +460,10 @@ def _set_read(
         )
 
 
+@pytest.mark.usefixtures("stub_detector")
 def test_review_queue_puts_the_least_certain_first(
-    make_patient: MakePatient, doctor: AuthenticatedUser, stub_detector: StubDetector
+    make_patient: MakePatient,
+    doctor: AuthenticatedUser,
 ) -> None:
     make_patient("ED-1")
     ids = [dx.diagnose_upload("ED-1", png_variant(i), f"{i}.png", doctor).study_id for i in range(5)]
@@ -486,7 +496,8 @@ def test_review_queue_puts_the_least_certain_first(
     assert [i.study_id for i in cx.review_queue(limit=2)] == [ids[3], ids[1]]
 
 
-def test_review_queue_is_empty_without_studies(database: object) -> None:
+@pytest.mark.usefixtures("database")
+def test_review_queue_is_empty_without_studies() -> None:
     assert cx.review_queue() == ()
     with session_scope() as s:
         assert s.scalar(select(func.count()).select_from(models.Correction)) == 0

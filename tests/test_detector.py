@@ -47,7 +47,7 @@ def network_calls() -> Iterator[NetworkCalls]:
     calls = NetworkCalls()
 
     def refuse(name: str):
-        def guard(*args, **kwargs):
+        def guard(*args, **_kwargs):
             calls.append((name, args[1:2] if name.startswith("socket.") else args[:1]))
             raise OSError(f"network disabled in tests ({name})")
 
@@ -62,7 +62,10 @@ def network_calls() -> Iterator[NetworkCalls]:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory, network_calls: NetworkCalls) -> Path:
+def tiny_run(
+    tmp_path_factory: pytest.TempPathFactory,
+    network_calls: NetworkCalls,  # noqa: ARG001 - requested for its effect: the network is refused while training
+) -> Path:
     """Train 1 epoch on 4 images at 64 px, evaluate, export; returns the package folder."""
     from core.training.evaluate_detector import evaluate
     from core.training.train_detector import train
@@ -140,7 +143,7 @@ def _predict_in_two_threads(detector: Detector, images: list[np.ndarray]) -> dic
             for round_ in range(3):
                 image = images[(thread + round_) % 2]
                 got[(thread, round_)] = detector.detect(image, confidence=0.001).detections
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+        except BaseException as exc:  # re-raised in the main thread
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(t,)) for t in range(2)]
@@ -177,7 +180,7 @@ class StubRuntime:
     def __init__(self, raw: np.ndarray):
         self.raw = raw
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, _x: np.ndarray) -> np.ndarray:
         return self.raw[None]
 
 
@@ -316,7 +319,7 @@ class StubClassifier:
     card = {"findings": [{"name": "Effusion", "threshold": 0.6, "urgent": True}]}
     scope = SimpleNamespace(threshold=2.0)
 
-    def classify(self, pixels: np.ndarray) -> Classification:
+    def classify(self, _pixels: np.ndarray) -> Classification:
         return Classification(
             probabilities={"Effusion": 0.5}, flagged=(), top3=(("Effusion", 0.5),), scope_score=0.5,
             in_scope=True, model_version="stub-classifier", timing_ms={"inference": 1.0},
@@ -329,7 +332,7 @@ def models_dir(tmp_path, configure, monkeypatch) -> Path:
     folder = tmp_path / "models"
     folder.mkdir()
     configure(models_dir=folder)
-    monkeypatch.setattr(inference, "get_classifier", lambda model_dir=None: StubClassifier())
+    monkeypatch.setattr(inference, "get_classifier", lambda _model_dir=None: StubClassifier())
     return folder
 
 
@@ -356,7 +359,8 @@ def test_cli_json_has_detections_from_the_active_detector(tiny_run, models_dir, 
     assert row["timing_ms"]["detection"] > 0
 
 
-def test_cli_without_a_detector_still_classifies(models_dir, capsys):
+@pytest.mark.usefixtures("models_dir")
+def test_cli_without_a_detector_still_classifies(capsys):
     from core.__main__ import main
 
     row = _diagnose_json(SAMPLES / "00000310_001.png", capsys)

@@ -78,16 +78,15 @@ def patient(make_patient: MakePatient) -> PatientRecord:
 def stub_detector(monkeypatch: pytest.MonkeyPatch) -> StubDetector:
     stub = StubDetector()
     monkeypatch.setattr(inference, "detector_configured", lambda: True)
-    monkeypatch.setattr(inference, "get_detector", lambda model_dir=None: stub)
+    monkeypatch.setattr(inference, "get_detector", lambda _model_dir=None: stub)
     return stub
 
 
 # ------------------------------------------------------------------ saving
 
 
-def test_upload_saves_study_diagnosis_files_and_audit(
-    patient: PatientRecord, doctor: AuthenticatedUser
-) -> None:
+@pytest.mark.usefixtures("patient")
+def test_upload_saves_study_diagnosis_files_and_audit(doctor: AuthenticatedUser) -> None:
     data = PNG.read_bytes()
     view = dx.diagnose_upload("ed-1", data, "chest.png", doctor)
     classifier = inference.get_classifier()
@@ -120,9 +119,8 @@ def test_upload_saves_study_diagnosis_files_and_audit(
     assert audit_actions("ED-1") == [("diagnose", "")]
 
 
-def test_the_same_image_twice_is_recognised_not_saved_again(
-    patient: PatientRecord, doctor: AuthenticatedUser
-) -> None:
+@pytest.mark.usefixtures("patient")
+def test_the_same_image_twice_is_recognised_not_saved_again(doctor: AuthenticatedUser) -> None:
     first = dx.diagnose_upload("ED-1", PNG.read_bytes(), "a.png", doctor)
     files = stored_files()
     again = dx.diagnose_upload("ED-1", PNG.read_bytes(), "renamed.png", doctor)
@@ -143,9 +141,8 @@ def test_one_image_in_two_records_is_two_studies_sharing_the_file(
     assert counts() == (2, 2) and stored_files() == files  # content addressed: nothing new on disk
 
 
-def test_dicom_naming_another_patient_needs_confirmation(
-    patient: PatientRecord, doctor: AuthenticatedUser
-) -> None:
+@pytest.mark.usefixtures("patient")
+def test_dicom_naming_another_patient_needs_confirmation(doctor: AuthenticatedUser) -> None:
     data = DICOM.read_bytes()
     with pytest.raises(dx.PatientMismatch) as refused:
         dx.diagnose_upload("ED-1", data, "film.dcm", doctor)
@@ -160,6 +157,7 @@ def test_dicom_naming_another_patient_needs_confirmation(
     assert action == "diagnose" and DICOM_PATIENT_ID in detail and "confirmation" in detail
 
 
+@pytest.mark.usefixtures("patient")
 @pytest.mark.parametrize(
     ("data", "code"),
     [
@@ -170,9 +168,7 @@ def test_dicom_naming_another_patient_needs_confirmation(
     ],
     ids=["empty", "pdf", "truncated-png", "extremity-dicom"],
 )
-def test_every_refusal_saves_nothing(
-    patient: PatientRecord, doctor: AuthenticatedUser, data: bytes, code: str
-) -> None:
+def test_every_refusal_saves_nothing(doctor: AuthenticatedUser, data: bytes, code: str) -> None:
     with pytest.raises(ImageRejected) as refused:
         dx.diagnose_upload("ED-1", data, "upload", doctor)
     assert refused.value.code == code and refused.value.user_message
@@ -199,7 +195,7 @@ def test_unknown_patient_and_foreign_visit_are_refused(
 
 
 def _fail_after(
-    monkeypatch: pytest.MonkeyPatch, name: str, when: Callable[..., bool] = lambda **kw: True
+    monkeypatch: pytest.MonkeyPatch, name: str, when: Callable[..., bool] = lambda **_kw: True
 ) -> None:
     """Make ``db.repository.<name>`` do its work, then raise (the row is in the transaction)."""
     real = getattr(repo, name)
@@ -213,6 +209,7 @@ def _fail_after(
     monkeypatch.setattr(repo, name, broken)
 
 
+@pytest.mark.usefixtures("patient")
 @pytest.mark.parametrize(
     "where",
     [
@@ -223,7 +220,7 @@ def _fail_after(
     ],
 )
 def test_a_failure_anywhere_leaves_no_orphan_file_and_no_partial_row(
-    patient: PatientRecord, doctor: AuthenticatedUser, monkeypatch: pytest.MonkeyPatch, where: str
+    doctor: AuthenticatedUser, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     if where == "after the file write":
         real_put = storage.StagedFiles.put
@@ -268,8 +265,9 @@ def test_a_failed_save_never_removes_files_another_study_uses(
     assert dx.get_diagnosis(kept.study_id, doctor).image_path.is_file()
 
 
+@pytest.mark.usefixtures("patient")
 def test_a_concurrent_save_of_the_same_image_is_answered_as_a_duplicate(
-    patient: PatientRecord, doctor: AuthenticatedUser, monkeypatch: pytest.MonkeyPatch
+    doctor: AuthenticatedUser, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = dx.diagnose_upload("ED-1", PNG.read_bytes(), "a.png", doctor)
     files = stored_files()
@@ -290,8 +288,9 @@ def test_a_concurrent_save_of_the_same_image_is_answered_as_a_duplicate(
 # ------------------------------------------------------------------ detector, heat maps, big films
 
 
+@pytest.mark.usefixtures("patient", "stub_detector")
 def test_boxes_are_saved_and_drawn(
-    patient: PatientRecord, doctor: AuthenticatedUser, stub_detector: StubDetector
+    doctor: AuthenticatedUser,
 ) -> None:
     view = dx.diagnose_upload("ED-1", PNG.read_bytes(), "a.png", doctor)
     assert view.models["detector"] == "stub-det" and view.detector_ran
@@ -305,17 +304,17 @@ def test_boxes_are_saved_and_drawn(
     assert red.sum() > 500  # red box outlines and label tags
 
 
+@pytest.mark.usefixtures("patient")
 def test_no_detector_means_no_boxes_and_the_plain_preview(
-    patient: PatientRecord, doctor: AuthenticatedUser, monkeypatch: pytest.MonkeyPatch
+    doctor: AuthenticatedUser, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(inference, "detector_configured", lambda: False)
     view = dx.diagnose_upload("ED-1", PNG.read_bytes(), "a.png", doctor)
     assert view.boxes == () and not view.detector_ran and view.image_path == view.preview_path
 
 
-def test_heat_maps_render_once_then_come_from_the_disk_cache(
-    patient: PatientRecord, doctor: AuthenticatedUser
-) -> None:
+@pytest.mark.usefixtures("patient")
+def test_heat_maps_render_once_then_come_from_the_disk_cache(doctor: AuthenticatedUser) -> None:
     from PIL import Image
 
     view = dx.diagnose_upload("ED-1", PNG.read_bytes(), "a.png", doctor)
@@ -336,9 +335,8 @@ def test_heat_maps_render_once_then_come_from_the_disk_cache(
         dx.heatmap_image(view, "Not a finding")
 
 
-def test_a_3000_px_dicom_is_kept_whole_and_shown_from_a_smaller_preview(
-    patient: PatientRecord, doctor: AuthenticatedUser
-) -> None:
+@pytest.mark.usefixtures("patient")
+def test_a_3000_px_dicom_is_kept_whole_and_shown_from_a_smaller_preview(doctor: AuthenticatedUser) -> None:
     from PIL import Image
 
     view = dx.diagnose_upload("ED-1", big_dicom(3000), "big.dcm", doctor)
@@ -347,16 +345,15 @@ def test_a_3000_px_dicom_is_kept_whole_and_shown_from_a_smaller_preview(
     assert max(Image.open(view.thumbnail_path).size) == dx.THUMBNAIL_SIDE
 
 
-def test_concurrent_uploads_share_the_models_safely(
-    patient: PatientRecord, doctor: AuthenticatedUser
-) -> None:
+@pytest.mark.usefixtures("patient")
+def test_concurrent_uploads_share_the_models_safely(doctor: AuthenticatedUser) -> None:
     results: list[dx.DiagnosisView] = []
     errors: list[BaseException] = []
 
     def upload(i: int) -> None:
         try:
             results.append(dx.diagnose_upload("ED-1", png_variant(i), f"{i}.png", doctor))
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=upload, args=(i,)) for i in range(3)]
@@ -394,9 +391,8 @@ def _set(
             s.execute(update(models.Study).where(models.Study.id == study_id).values(**values))
 
 
-def test_history_is_newest_first_with_thumbnails_and_series_oldest_first(
-    patient: PatientRecord, doctor: AuthenticatedUser
-) -> None:
+@pytest.mark.usefixtures("patient")
+def test_history_is_newest_first_with_thumbnails_and_series_oldest_first(doctor: AuthenticatedUser) -> None:
     views = [dx.diagnose_upload("ED-1", p.read_bytes(), p.name, doctor) for p in PNGS[:3]]
     for minutes, view in zip((30, 20, 10), views, strict=True):
         _set(view.study_id, minutes_ago=minutes)
@@ -438,9 +434,8 @@ def test_worklist_orders_by_triage_level_then_waiting_time(
     assert len(dx.worklist(limit=2)) == 2
 
 
-def test_get_diagnosis_audits_the_view_and_refuses_unknown_ids(
-    patient: PatientRecord, doctor: AuthenticatedUser
-) -> None:
+@pytest.mark.usefixtures("patient")
+def test_get_diagnosis_audits_the_view_and_refuses_unknown_ids(doctor: AuthenticatedUser) -> None:
     saved = dx.diagnose_upload("ED-1", PNG.read_bytes(), "a.png", doctor)
     shown = dx.get_diagnosis(saved.study_id, doctor)
     assert shown.findings == saved.findings and shown.triage_level == saved.triage_level
@@ -449,9 +444,8 @@ def test_get_diagnosis_audits_the_view_and_refuses_unknown_ids(
         dx.get_diagnosis(999_999, doctor)
 
 
-def test_stored_paths_are_relative_to_the_data_directory(
-    patient: PatientRecord, doctor: AuthenticatedUser
-) -> None:
+@pytest.mark.usefixtures("patient")
+def test_stored_paths_are_relative_to_the_data_directory(doctor: AuthenticatedUser) -> None:
     dx.diagnose_upload("ED-1", PNG.read_bytes(), "a.png", doctor)
     with session_scope() as s:
         study = s.scalars(select(models.Study)).one()

@@ -41,7 +41,7 @@ MakeUser = Callable[..., TestAccount]
 def stub_detector(monkeypatch: pytest.MonkeyPatch) -> StubDetector:
     stub = StubDetector()
     monkeypatch.setattr(inference, "detector_configured", lambda: True)
-    monkeypatch.setattr(inference, "get_detector", lambda model_dir=None: stub)
+    monkeypatch.setattr(inference, "get_detector", lambda _model_dir=None: stub)
     return stub
 
 
@@ -182,9 +182,8 @@ def _file_path(study_id: int) -> str:
         return study.file_path
 
 
-def test_the_retraining_reader_accepts_the_export(
-    reviewed: dict[str, dx.DiagnosisView], admin: AuthenticatedUser, tmp_path: Path
-) -> None:
+@pytest.mark.usefixtures("reviewed")
+def test_the_retraining_reader_accepts_the_export(admin: AuthenticatedUser, tmp_path: Path) -> None:
     reader = pytest.importorskip("core.training.corrections_data")  # the retraining side (another change)
     _, findings = export.classifier_findings()
     export.export_reviewed(tmp_path / "out", admin)
@@ -218,17 +217,15 @@ def test_a_study_whose_original_is_gone_is_left_out_with_the_reason(
     assert "not readable" in manifest.skipped[0]["reason"]
 
 
-def test_nothing_reviewed_is_an_empty_export(
-    database: object, admin: AuthenticatedUser, tmp_path: Path
-) -> None:
+@pytest.mark.usefixtures("database")
+def test_nothing_reviewed_is_an_empty_export(admin: AuthenticatedUser, tmp_path: Path) -> None:
     manifest = export.export_reviewed(tmp_path / "out", admin)
     assert manifest.studies == 0 and read_labels(tmp_path / "out") == []
     assert (tmp_path / "out/yolo/classes.txt").is_file()
 
 
-def test_refusals(
-    reviewed: dict[str, dx.DiagnosisView], admin: AuthenticatedUser, doctor: AuthenticatedUser, tmp_path: Path
-) -> None:
+@pytest.mark.usefixtures("reviewed")
+def test_refusals(admin: AuthenticatedUser, doctor: AuthenticatedUser, tmp_path: Path) -> None:
     with pytest.raises(PermissionDenied):
         export.export_reviewed(tmp_path / "by-doctor", doctor)
     assert not (tmp_path / "by-doctor").exists()
@@ -247,13 +244,13 @@ def test_refusals(
     assert export.export_reviewed(empty, admin).studies == 2  # an empty folder is filled
 
 
+@pytest.mark.usefixtures("reviewed")
 def test_a_failure_leaves_no_folder(
-    reviewed: dict[str, dx.DiagnosisView],
     admin: AuthenticatedUser,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def broken(*args: object, **kwargs: object) -> None:
+    def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(export, "_yolo_lines", broken)
@@ -262,7 +259,8 @@ def test_a_failure_leaves_no_folder(
     assert list((tmp_path / "exports").iterdir()) == []  # neither the folder nor its temporary twin
 
 
-def test_zip_export_holds_every_file(reviewed: dict[str, dx.DiagnosisView], admin: AuthenticatedUser) -> None:
+@pytest.mark.usefixtures("reviewed")
+def test_zip_export_holds_every_file(admin: AuthenticatedUser) -> None:
     out = export.default_export_dir()
     assert out.parent == storage.FileStore().root / export.EXPORTS
     export.export_reviewed(out, admin)
@@ -274,8 +272,8 @@ def test_zip_export_holds_every_file(reviewed: dict[str, dx.DiagnosisView], admi
     assert names == set(manifest["files"]) | {"manifest.json"}
 
 
+@pytest.mark.usefixtures("reviewed")
 def test_command_line(
-    reviewed: dict[str, dx.DiagnosisView],
     admin: AuthenticatedUser,
     doctor: AuthenticatedUser,
     tmp_path: Path,

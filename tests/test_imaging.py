@@ -488,7 +488,10 @@ def test_file_over_the_default_limit_is_refused_before_decoding() -> None:
     assert "51 MB" in exc.user_message and "50 MB" in exc.user_message
 
 
-def test_upload_limit_comes_from_settings_env(monkeypatch: pytest.MonkeyPatch, fresh_settings: None) -> None:
+@pytest.mark.usefixtures("fresh_settings")
+def test_upload_limit_comes_from_settings_env(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     data = NIH_DX.read_bytes()  # 1,049,368 bytes: just over 1 MiB
     monkeypatch.setenv("CXR_MAX_UPLOAD_MB", "1")
     get_settings.cache_clear()
@@ -553,7 +556,10 @@ def test_png_declaring_a_huge_size_is_refused_from_its_header() -> None:
     assert exc.code == "too_many_pixels"
 
 
-def test_pixel_limit_comes_from_settings(monkeypatch: pytest.MonkeyPatch, fresh_settings: None) -> None:
+@pytest.mark.usefixtures("fresh_settings")
+def test_pixel_limit_comes_from_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     data = CHEST_PNG.read_bytes()  # 1024 x 1024 = 1,048,576 pixels
     monkeypatch.setenv("CXR_MAX_IMAGE_PIXELS", "1000000")
     get_settings.cache_clear()
@@ -675,7 +681,7 @@ def test_extra_checks_hook_runs_after_the_built_in_rules() -> None:
         raise NotChestXray("ood score 0.97", user_message="This image does not look like a chest X-ray.")
 
     image = read_image(CHEST_PNG.read_bytes())
-    check_plausible_chest(image, extra_checks=[lambda img: None])
+    check_plausible_chest(image, extra_checks=[lambda _img: None])
     with pytest.raises(NotChestXray) as caught:
         check_plausible_chest(image, extra_checks=[learned_ood])
     assert caught.value.detail == "ood score 0.97"

@@ -316,7 +316,7 @@ def test_the_registry_and_the_audit_row_change_together(
     registry_file.chmod(0o644)
 
     # The registry cannot be written: no audit row either.
-    def no_write(base: Path, registry: Any) -> None:
+    def no_write(_base: Path, _registry: Any) -> None:
         raise OSError("disk full")
 
     with monkeypatch.context() as patch:
@@ -326,7 +326,7 @@ def test_the_registry_and_the_audit_row_change_together(
     assert audit_rows() == [] and models_dir.registry() == {"classifier": V1}
 
     # The registry was written but the commit fails: the registry is put back.
-    def failing_commit(self: Session) -> None:
+    def failing_commit(_self: Session) -> None:
         raise RuntimeError("connection lost at commit")
 
     with monkeypatch.context() as patch:

@@ -109,7 +109,8 @@ def test_someone_else_promoting_meanwhile_is_a_conflict(models_dir: ModelsDir, b
     assert models_dir.registry()["classifier"] == "cand-b"
 
 
-def test_the_models_page_is_for_admins_only(models_dir: ModelsDir, make_user: object) -> None:
+@pytest.mark.usefixtures("models_dir")
+def test_the_models_page_is_for_admins_only(make_user: object) -> None:
     doctor = login(make_user("dr.curious"))  # type: ignore[operator]
     with pytest.raises(ValueError, match="Could not find a navigation page"):
         doctor.switch_page(PAGE)

@@ -44,26 +44,30 @@ def _ids(hits: list[records.PatientSummary]) -> list[str]:
     return [h.patient_id for h in hits]
 
 
-def test_search_exact_id_comes_first(population: None) -> None:
+@pytest.mark.usefixtures("population")
+def test_search_exact_id_comes_first() -> None:
     hits = records.search_patients("ed-1002")
     assert _ids(hits) == ["ED-1002", "ED-10020"]
 
 
-def test_search_id_prefix_is_a_true_prefix(population: None) -> None:
+@pytest.mark.usefixtures("population")
+def test_search_id_prefix_is_a_true_prefix() -> None:
     assert _ids(records.search_patients("ED-1")) == ["ED-1001", "ED-1002", "ED-10020"]
     # "ED-" must not match "EDX-1" (a range on the wrong collation or a LIKE without care would).
     assert "EDX-1" not in _ids(records.search_patients("ED-"))
     assert _ids(records.search_patients("ED-", limit=2)) == ["ED-1001", "ED-1002"]
 
 
-def test_search_by_name_is_case_and_accent_insensitive(population: None) -> None:
+@pytest.mark.usefixtures("population")
+def test_search_by_name_is_case_and_accent_insensitive() -> None:
     assert _ids(records.search_patients("smith")) == ["ED-1001", "ED-1002"]
     assert _ids(records.search_patients("MULLER")) == ["ED-10020"]
     assert _ids(records.search_patients("garcía")) == ["ED-2001"]
     assert _ids(records.search_patients("zoe")) == ["ED-10020"]
 
 
-def test_search_by_several_name_words(population: None) -> None:
+@pytest.mark.usefixtures("population")
+def test_search_by_several_name_words() -> None:
     assert _ids(records.search_patients("joh smi")) == ["ED-1001"]
     assert _ids(records.search_patients("Smith, John")) == ["ED-1001"]
     assert _ids(records.search_patients("john")) == ["ED-1001", "WD-1001"]  # Smith, Walker (by family)
@@ -80,20 +84,23 @@ def test_search_multi_word_names(make_patient: MakePatient) -> None:
     assert records.search_patients("berg") == []  # a word inside a name is not a prefix of it
 
 
-def test_search_returns_summaries(population: None) -> None:
+@pytest.mark.usefixtures("population")
+def test_search_returns_summaries() -> None:
     [hit] = records.search_patients("WD-1001")
     assert hit.display_name == "WALKER, Johnny"
     assert hit.date_of_birth == date(1960, 5, 17)
 
 
+@pytest.mark.usefixtures("population")
 @pytest.mark.parametrize(
     "query", ["", "   ", "nobody", "ZZ-9", "' OR '1'='1", "%", "_", "ED-1%", "\x00", "x" * 1000]
 )
-def test_search_odd_queries_find_nothing_and_do_not_fail(population: None, query: str) -> None:
+def test_search_odd_queries_find_nothing_and_do_not_fail(query: str) -> None:
     assert records.search_patients(query) == []
 
 
-def test_search_does_not_write_audit(population: None) -> None:
+@pytest.mark.usefixtures("population")
+def test_search_does_not_write_audit() -> None:
     before = _count(models.AuditLog)
     records.search_patients("smith")
     assert _count(models.AuditLog) == before
@@ -130,9 +137,8 @@ def test_get_record_returns_everything_sorted_and_audits_the_view(
     ]
 
 
-def test_unknown_patient_is_not_found_with_a_clear_message(
-    database: object, doctor: AuthenticatedUser
-) -> None:
+@pytest.mark.usefixtures("database")
+def test_unknown_patient_is_not_found_with_a_clear_message(doctor: AuthenticatedUser) -> None:
     with pytest.raises(NotFound, match="No patient with ID 'ED-404'"):
         records.get_record("ed-404", doctor)
     with pytest.raises(NotFound):
@@ -141,7 +147,8 @@ def test_unknown_patient_is_not_found_with_a_clear_message(
         records.get_record("", doctor)
 
 
-def test_create_patient_normalises_and_audits(database: object, doctor: AuthenticatedUser) -> None:
+@pytest.mark.usefixtures("database")
+def test_create_patient_normalises_and_audits(doctor: AuthenticatedUser) -> None:
     record = records.create_patient(" mrn-42 ", replace(DEMO, given_name="  Grace "), doctor)
     assert record.patient_id == "MRN-42"
     assert record.demographics.given_name == "Grace"
@@ -152,7 +159,8 @@ def test_create_patient_normalises_and_audits(database: object, doctor: Authenti
     assert audit.after is not None and audit.after["date_of_birth"] == "1936-12-09"
 
 
-def test_sql_looking_text_is_stored_verbatim(database: object, doctor: AuthenticatedUser) -> None:
+@pytest.mark.usefixtures("database")
+def test_sql_looking_text_is_stored_verbatim(doctor: AuthenticatedUser) -> None:
     evil = "Robert'); DROP TABLE patients;--"
     records.create_patient("SQL-1", replace(DEMO, family_name=evil), doctor, special_notes="1' OR '1'='1")
     records.add_visit("SQL-1", VisitInput(date(2024, 1, 1), "'; DELETE FROM visits; --"), doctor)
@@ -167,6 +175,7 @@ def test_sql_looking_text_is_stored_verbatim(database: object, doctor: Authentic
 # ------------------------------------------------------------------ validation
 
 
+@pytest.mark.usefixtures("database")
 @pytest.mark.parametrize(
     ("patient_id", "message"),
     [
@@ -179,9 +188,7 @@ def test_sql_looking_text_is_stored_verbatim(database: object, doctor: Authentic
         ("X" * 33, "at most 32"),
     ],
 )
-def test_bad_patient_ids_are_rejected(
-    database: object, doctor: AuthenticatedUser, patient_id: str, message: str
-) -> None:
+def test_bad_patient_ids_are_rejected(doctor: AuthenticatedUser, patient_id: str, message: str) -> None:
     with pytest.raises(ValidationError) as err:
         records.create_patient(patient_id, DEMO, doctor)
     assert message in err.value.errors["patient_id"]
@@ -198,6 +205,7 @@ def test_duplicate_patient_id_is_rejected_case_insensitively(
     assert _count(models.Patient) == 1
 
 
+@pytest.mark.usefixtures("database")
 @pytest.mark.parametrize(
     ("change", "field", "message"),
     [
@@ -214,7 +222,7 @@ def test_duplicate_patient_id_is_rejected_case_insensitively(
     ],
 )
 def test_bad_demographics_are_rejected(
-    database: object, doctor: AuthenticatedUser, change: dict[str, object], field: str, message: str
+    doctor: AuthenticatedUser, change: dict[str, object], field: str, message: str
 ) -> None:
     with pytest.raises(ValidationError) as err:
         records.create_patient("ED-1", replace(DEMO, **change), doctor)  # type: ignore[arg-type]
@@ -222,7 +230,8 @@ def test_bad_demographics_are_rejected(
     assert _count(models.Patient) == 0 and _count(models.AuditLog) == 1  # only the doctor's creation
 
 
-def test_all_field_errors_are_reported_together(database: object, doctor: AuthenticatedUser) -> None:
+@pytest.mark.usefixtures("database")
+def test_all_field_errors_are_reported_together(doctor: AuthenticatedUser) -> None:
     with pytest.raises(ValidationError) as err:
         records.create_patient("", replace(DEMO, given_name="", date_of_birth=TOMORROW_EVERYWHERE), doctor)
     assert set(err.value.errors) == {"patient_id", "given_name", "date_of_birth"}
@@ -456,7 +465,7 @@ def test_failed_action_leaves_nothing_half_saved(
     make_patient("ED-1")
     audit_rows = _count(models.AuditLog)
 
-    def broken_audit(*args: object, **kwargs: object) -> None:
+    def broken_audit(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(records, "_audit", broken_audit)
@@ -471,7 +480,8 @@ def test_failed_action_leaves_nothing_half_saved(
 # ------------------------------------------------------------------ audit listing
 
 
-def test_only_admins_can_list_audit(database: object, doctor: AuthenticatedUser) -> None:
+@pytest.mark.usefixtures("database")
+def test_only_admins_can_list_audit(doctor: AuthenticatedUser) -> None:
     with pytest.raises(PermissionDenied):
         records.list_audit(doctor)
 

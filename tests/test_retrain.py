@@ -190,8 +190,9 @@ def tiny_nih14(tmp_path, monkeypatch) -> Path:
     get_settings.cache_clear()
 
 
+@pytest.mark.usefixtures("tiny_nih14")
 @pytest.mark.slow
-def test_classifier_retrain_publishes_a_loadable_candidate_that_is_not_active(tiny_nih14, tmp_path):
+def test_classifier_retrain_publishes_a_loadable_candidate_that_is_not_active(tmp_path):
     from core.imaging import read_image
     from core.ml.classifier import Classifier
     from core.training.retrain_classifier import retrain

@@ -27,7 +27,7 @@ def test_put_stores_by_content_and_reuses_identical_files(tmp_path: Path) -> Non
 
 
 def test_failed_write_leaves_no_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken_fsync(fd: int) -> None:
+    def broken_fsync(_fd: int) -> None:
         raise OSError("disk full")
 
     monkeypatch.setattr(storage.os, "fsync", broken_fsync)

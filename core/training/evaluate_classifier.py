@@ -22,13 +22,13 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score, roc_curve
 
-from core.config import get_settings  # noqa: E402
-from core.ml.classifier import ScopeModel, _logit, calibrate  # noqa: E402
-from core.training.nih14 import FINDINGS, Split, load_splits  # noqa: E402
+from core.config import get_settings
+from core.ml.classifier import ScopeModel, _logit, calibrate
+from core.training.nih14 import FINDINGS, Split, load_splits
 
 log = logging.getLogger("evaluate_classifier")
 

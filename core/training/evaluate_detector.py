@@ -30,12 +30,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import core.ml.yolo_env  # noqa: F401  (before ultralytics: offline settings)
-from core import imaging  # noqa: E402
-from core.ml.detector import Detector, OnnxRuntime, TorchRuntime, to_model_input  # noqa: E402
-from core.training import detector_metrics as dm  # noqa: E402
+import core.ml.yolo_env  # before ultralytics: offline settings
+from core import imaging
+from core.ml.detector import Detector, OnnxRuntime, TorchRuntime, to_model_input
+from core.training import detector_metrics as dm
 
 log = logging.getLogger("evaluate_detector")
 

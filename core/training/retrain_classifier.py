@@ -32,16 +32,16 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-from core.config import get_settings  # noqa: E402
-from core.ml.registry import read_registry  # noqa: E402
-from core.training import evaluate_classifier  # noqa: E402
-from core.training.corrections_data import ReviewedSet, default_version, read_export, retraining_record  # noqa: E402
-from core.training.nih14 import FINDINGS, Split, dataset_hash, load_splits  # noqa: E402
-from core.training.train_classifier import BestValAUC, augmenter, mean_auc  # noqa: E402
+from core.config import get_settings
+from core.ml.registry import read_registry
+from core.training import evaluate_classifier
+from core.training.corrections_data import ReviewedSet, default_version, read_export, retraining_record
+from core.training.nih14 import FINDINGS, Split, dataset_hash, load_splits
+from core.training.train_classifier import BestValAUC, augmenter, mean_auc
 
 log = logging.getLogger("retrain_classifier")
 

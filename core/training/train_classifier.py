@@ -19,14 +19,14 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from sklearn.metrics import roc_auc_score  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
+from sklearn.metrics import roc_auc_score
 
-from core.config import get_settings  # noqa: E402
-from core.training import effnet_lite  # noqa: E402
-from core.training.nih14 import FINDINGS, Split, dataset_hash, load_splits  # noqa: E402
+from core.config import get_settings
+from core.training import effnet_lite
+from core.training.nih14 import FINDINGS, Split, dataset_hash, load_splits
 
 log = logging.getLogger("train_classifier")
 
@@ -132,7 +132,7 @@ class BestValAUC(keras.callbacks.Callback):
         self.history: list[dict] = []
         self._t0 = time.perf_counter()
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch, logs=None):  # noqa: ARG002 - Keras calls it with both
         self._t0 = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import core.ml.yolo_env  # noqa: F401  (before ultralytics: offline settings)
+import core.ml.yolo_env  # before ultralytics: offline settings
 
 log = logging.getLogger("train_detector")
 

@@ -75,7 +75,7 @@ def require_postgres() -> str:
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-    except Exception as exc:  # noqa: BLE001 - any connection problem means the same thing here
+    except Exception as exc:  # any connection problem means the same thing here
         pytest.fail(
             f"PostgreSQL at {make_url(url).render_as_string(hide_password=True)} is unreachable ({exc}). "
             "Start it, set CXR_TEST_POSTGRES_URL, or set CXR_TEST_POSTGRES=0 to skip these tests.",
