@@ -26,6 +26,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from core.imaging import to_uint8
+from core.ml.probability import logit, sigmoid
+
 log = logging.getLogger(__name__)
 
 
@@ -84,18 +87,9 @@ class Classification:
         }
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(p) - np.log1p(-p)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
 def calibrate(raw: np.ndarray, calibration: np.ndarray) -> np.ndarray:
     """Apply per-finding Platt scaling; ``calibration`` is (F, 2) rows of (a, b) on the logit."""
-    return _sigmoid(_logit(raw) * calibration[:, 0] + calibration[:, 1])
+    return sigmoid(logit(raw) * calibration[:, 0] + calibration[:, 1])
 
 
 def to_model_input(pixels: np.ndarray, size: int) -> np.ndarray:
@@ -104,7 +98,7 @@ def to_model_input(pixels: np.ndarray, size: int) -> np.ndarray:
     Training images are 8-bit and were shrunk with Lanczos; the same path here avoids a train/serve skew.
     A non-square film is resized without padding, as NIH made its 1024 x 1024 images.
     """
-    grey = Image.fromarray(np.clip(pixels * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    grey = Image.fromarray(to_uint8(pixels))
     if grey.size != (size, size):
         grey = grey.resize((size, size), Image.Resampling.LANCZOS)
     return (np.asarray(grey, dtype=np.float32) / 255.0)[None, :, :, None]
@@ -156,7 +150,7 @@ class Classifier:
         self.version: str = self.card["version"]
         self.input_size: int = int(self.card["input"]["size"])
         self.findings = tuple(
-            FindingSpec(f["name"], float(f["threshold"]), bool(f["urgent"]), tuple(f["calibration"]))  # type: ignore[arg-type]
+            FindingSpec(f["name"], float(f["threshold"]), bool(f["urgent"]), tuple(f["calibration"]))
             for f in self.card["findings"]
         )
         self._calibration = np.array([f.calibration for f in self.findings], dtype=np.float64)

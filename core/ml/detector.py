@@ -28,6 +28,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from core.imaging import to_uint8
+
 log = logging.getLogger(__name__)
 
 PAD_VALUE = 114  # Ultralytics' letterbox grey
@@ -82,11 +84,6 @@ class Letterbox:
         out[:, [0, 2]] = ((out[:, [0, 2]] - self.pad_x) / self.scale).clip(0, self.width)
         out[:, [1, 3]] = ((out[:, [1, 3]] - self.pad_y) / self.scale).clip(0, self.height)
         return out
-
-
-def to_uint8(pixels: np.ndarray) -> np.ndarray:
-    """Grey [0, 1] float -> uint8, rounded (the training images are 8-bit JPEGs)."""
-    return np.clip(np.asarray(pixels, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 def letterbox(grey: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:

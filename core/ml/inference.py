@@ -64,11 +64,15 @@ def learned_scope_check(classifier: Classifier) -> imaging.PlausibilityCheck:
     """The classifier's out-of-scope test as an extra check for :func:`imaging.check_plausible_chest`."""
 
     def check(image: imaging.XrayImage) -> None:
-        result = classifier.classify(image.pixels)
-        if not result.in_scope:
-            raise OutOfScope(f"scope score {result.scope_score:.2f} > {classifier.scope.threshold:.2f}")
+        _refuse_out_of_scope(classifier, classifier.classify(image.pixels))
 
     return check
+
+
+def _refuse_out_of_scope(classifier: Classifier, result: Classification) -> None:
+    """Raise :class:`OutOfScope` when ``result`` (``classifier``'s read) is not in the model's scope."""
+    if not result.in_scope:
+        raise OutOfScope(f"scope score {result.scope_score:.2f} > {classifier.scope.threshold:.2f}")
 
 
 @dataclass(frozen=True)
@@ -114,8 +118,8 @@ def analyze(
     t1 = time.perf_counter()
     model = classifier or get_classifier()
     result = model.classify(image.pixels)
-    if not result.in_scope:
-        raise OutOfScope(f"scope score {result.scope_score:.2f} > {model.scope.threshold:.2f}")
+    # learned_scope_check's rule on the read already made (checking through it would classify twice)
+    _refuse_out_of_scope(model, result)
     timing = {"read": (t1 - t0) * 1e3, **result.timing_ms}
     if detector is None and detector_configured():
         detector = get_detector()
