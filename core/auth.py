@@ -19,6 +19,7 @@ from passlib.exc import PasswordSizeError, UnknownHashError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
+from core import audit
 from core.config import get_settings
 from core.errors import AccountLocked, AppError, InvalidCredentials, NotFound, PermissionDenied
 from core.validation import USERNAME_PATTERN, Checker
@@ -50,7 +51,6 @@ __all__ = [
 MIN_PASSWORD_LENGTH = 12
 # argon2 has no length limit of its own; this only stops someone from making every login hash megabytes.
 MAX_PASSWORD_LENGTH = 1024
-SYSTEM_USERNAME = "system"  # audit name for the command line (user_id NULL)
 
 # passlib's argon2 defaults are argon2id, t=3, m=64 MiB, p=4 (~0.1-0.3 s per hash on this 2-core machine).
 pwd_context = CryptContext(schemes=["argon2"], deprecated="auto")
@@ -138,34 +138,27 @@ def _authenticate_once(username: str, password: str, now: datetime) -> Authentic
     with session_scope() as session:
         user = repo.get_user_by_username(session, name) if USERNAME_PATTERN.fullmatch(name) else None
 
-        def audit(action: str, detail: str) -> None:
-            repo.add_audit(
-                session,
-                user_id=user.id if user is not None else None,
-                username=(user.username if user is not None else name[:32]) or "?",
-                action=action,
-                entity_type="user",
-                entity_id=str(user.id) if user is not None else None,
-                detail=detail,
-                at=now,
-            )
+        def record(action: str, detail: str) -> None:
+            who = user if user is not None else audit.Actor(None, name or "?")
+            entity = user.id if user is not None else None
+            audit.write(session, who, action, "user", entity, detail=detail, at=now)
 
         if user is None or not user.active:
             verify_password(password, _dummy_hash())
-            audit("login_failed", "unknown user" if user is None else "deactivated account")
+            record("login_failed", "unknown user" if user is None else "deactivated account")
             failure = InvalidCredentials()
         elif user.locked_until is not None and user.locked_until > now:
-            audit("login_failed", "account locked")
+            record("login_failed", "account locked")
             failure = AccountLocked(user.locked_until)
         elif not password or not verify_password(password, user.password_hash):
             user.failed_attempts += 1
             if user.failed_attempts >= settings.lockout_attempts:
                 user.locked_until = now + timedelta(minutes=settings.lockout_minutes)
                 user.failed_attempts = 0
-                audit("account_locked", f"{settings.lockout_attempts} failed attempts")
+                record("account_locked", f"{settings.lockout_attempts} failed attempts")
                 failure = AccountLocked(user.locked_until)
             else:
-                audit(
+                record(
                     "login_failed", f"wrong password ({user.failed_attempts} of {settings.lockout_attempts})"
                 )
                 failure = InvalidCredentials()
@@ -175,7 +168,7 @@ def _authenticate_once(username: str, password: str, now: datetime) -> Authentic
             user.last_login_at = now
             if pwd_context.needs_update(user.password_hash):
                 user.password_hash = hash_password(password)
-            audit("login", "")
+            record("login", "")
             result = _to_user(user)
         session.flush()
     if failure is not None:
@@ -187,15 +180,7 @@ def _authenticate_once(username: str, password: str, now: datetime) -> Authentic
 def logout(user: AuthenticatedUser, *, reason: str = "logout") -> None:
     """Record a logout (``reason`` e.g. "logout" or "session expired") in the audit log."""
     with session_scope() as session:
-        repo.add_audit(
-            session,
-            user_id=user.id,
-            username=user.username,
-            action="logout",
-            entity_type="user",
-            entity_id=str(user.id),
-            detail=reason[:200],
-        )
+        audit.write(session, user, "logout", "user", user.id, detail=reason)
 
 
 def session_expired(last_activity: datetime, now: datetime, idle_minutes: int | None = None) -> bool:
@@ -229,7 +214,7 @@ def find_active_user(username: str) -> AuthenticatedUser:
 def require_admin(actor: AuthenticatedUser) -> None:
     """Raise ``PermissionDenied`` unless ``actor`` is an admin."""
     if not actor.is_admin:
-        raise PermissionDenied("Only an administrator can do this.")
+        raise PermissionDenied()
 
 
 def create_user(
@@ -280,13 +265,12 @@ def create_user(
                 failed_attempts=0,
                 active=True,
             )
-            repo.add_audit(
+            audit.write(
                 session,
-                user_id=actor.id if actor else None,
-                username=actor.username if actor else SYSTEM_USERNAME,
-                action="user_created",
-                entity_type="user",
-                entity_id=str(user.id),
+                actor or audit.SYSTEM,
+                "user_created",
+                "user",
+                user.id,
                 after={"username": name, "full_name": full, "role": role},
             )
             created = _to_user(user)

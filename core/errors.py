@@ -38,6 +38,9 @@ class ConflictError(AppError):
 class PermissionDenied(AppError):
     """The signed-in user's role does not allow this action."""
 
+    def __init__(self, message: str = "Only an administrator can do this.") -> None:
+        super().__init__(message)
+
 
 class AuthError(AppError):
     """Base class of login failures."""

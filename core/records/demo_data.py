@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
+from core import audit
 from core.auth import create_user
 from core.validation import normalize_name
 from db import models
@@ -403,12 +404,11 @@ def seed_demo(count: int = 50, *, if_empty: bool = False, seed: int = 20240101) 
             ]
             session.add(patient)
         session.flush()
-        repo.add_audit(
+        audit.write(
             session,
-            user_id=None,
-            username="system",
-            action="seed",
-            entity_type="patient",
+            audit.SYSTEM,
+            "seed",
+            "patient",
             detail=f"seeded {count} synthetic demo patients (random seed {seed})",
         )
     return SeedResult(count, accounts)

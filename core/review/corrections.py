@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 from sqlalchemy.orm.exc import StaleDataError
 
+from core.audit import write as write_audit
 from core.auth import AuthenticatedUser
 from core.errors import ConflictError, NotFound, ValidationError
 from core.imaging import storage
@@ -345,13 +346,12 @@ def get_editor_state(study_id: int, actor: AuthenticatedUser, *, audit: bool = T
             labels, boxes, note = _model_labels(diagnosis), _editable_model_boxes(diagnosis), ""
             based_on, based_on_by, based_on_at = None, "", None
         if audit:
-            repo.add_audit(
+            write_audit(
                 session,
-                user_id=actor.id,
-                username=actor.username,
-                action="view",
-                entity_type="study",
-                entity_id=str(study.id),
+                actor,
+                "view",
+                "study",
+                study.id,
                 patient_id=patient.patient_id,
                 detail="correction editor",
             )
@@ -438,13 +438,12 @@ def save_correction(
             )
             view = _view(correction, actor.username, diagnosis, study.version)
             patient = repo.get_patient_by_pk(session, study.patient_pk)
-            repo.add_audit(
+            write_audit(
                 session,
-                user_id=actor.id,
-                username=actor.username,
-                action="correct",
-                entity_type="study",
-                entity_id=str(study.id),
+                actor,
+                "correct",
+                "study",
+                study.id,
                 patient_id=patient.patient_id,
                 before={"status": before},
                 after={

@@ -42,7 +42,7 @@ from typing import Any
 
 from PIL import Image
 
-from core import imaging
+from core import audit, imaging
 from core.auth import AuthenticatedUser, require_admin
 from core.config import get_settings
 from core.errors import AppError
@@ -308,13 +308,11 @@ def export_reviewed(out_dir: Path | str, actor: AuthenticatedUser) -> ExportMani
             shutil.rmtree(tmp, ignore_errors=True)
     try:
         with session_scope() as session:
-            repo.add_audit(
+            audit.write(
                 session,
-                user_id=actor.id,
-                username=actor.username,
-                action="export",
-                entity_type="export",
-                entity_id=None,
+                actor,
+                "export",
+                "export",
                 after={"out_dir": str(out), **{k: counts[k] for k in ("studies", "boxes", "skipped")}},
                 detail="reviewed studies exported as a training set",
             )

@@ -19,7 +19,6 @@ import io
 import logging
 import re
 import time
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
@@ -31,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core import imaging
+from core.audit import write as write_audit
 from core.auth import AuthenticatedUser
 from core.config import get_settings
 from core.errors import AppError, NotFound, ValidationError
@@ -270,29 +270,6 @@ def patient_name(p: models.Patient) -> str:
     return f"{p.family_name.upper()}, {p.given_name}"
 
 
-def _audit(
-    session: Session,
-    actor: AuthenticatedUser,
-    action: str,
-    study_id: int,
-    patient_id: str,
-    *,
-    after: Mapping[str, Any] | None = None,
-    detail: str = "",
-) -> None:
-    repo.add_audit(
-        session,
-        user_id=actor.id,
-        username=actor.username,
-        action=action,
-        entity_type="study",
-        entity_id=str(study_id),
-        patient_id=patient_id,
-        after=after,
-        detail=detail[:1000],
-    )
-
-
 def _jsonable(value: Any) -> Any:
     if isinstance(value, date | datetime):
         return value.isoformat()
@@ -486,7 +463,8 @@ def diagnose_upload(
                 raise ValidationError({"visit_id": f"Visit {visit_id} is not one of {key}'s visits."})
         existing = repo.find_study(session, patient_pk, digest)
         if existing is not None:
-            _audit(session, actor, "view", existing.id, key, detail="the same image was uploaded again")
+            reupload = "the same image was uploaded again"
+            write_audit(session, actor, "view", "study", existing.id, patient_id=key, detail=reupload)
             return replace(_existing_view(session, existing, patient, store), duplicate=True)
 
     dicom_pid = _dicom_patient_id(data)
@@ -563,12 +541,13 @@ def diagnose_upload(
                     heatmap_path=cams,
                     created_by=actor.id,
                 )
-                _audit(
+                write_audit(
                     session,
                     actor,
                     "diagnose",
+                    "study",
                     study.id,
-                    key,
+                    patient_id=key,
                     after={
                         "sha256": digest,
                         "file": original,
@@ -604,7 +583,7 @@ def get_diagnosis(study_id: int, actor: AuthenticatedUser, *, audit: bool = True
         patient = repo.get_patient_by_pk(session, study.patient_pk)
         view = _existing_view(session, study, patient, store)
         if audit:
-            _audit(session, actor, "view", study.id, patient.patient_id)
+            write_audit(session, actor, "view", "study", study.id, patient_id=patient.patient_id)
         return view
 
 
