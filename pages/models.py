@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.auth import AuthenticatedUser
 from core.errors import AppError, ConflictError
-from core.ml import registry
+from core.ml import promotion, registry
 from ui import fmt, session
 
 user = session.require_user()
@@ -29,7 +29,7 @@ def _promote(kind: str, version: str, seen_active: str | None, actor: Authentica
     # version the admin actually looked at, and the service refuses if someone else promoted meanwhile.
     reason = st.session_state.get(f"models.{kind}.reason") or None
     try:
-        done = registry.promote(kind, version, actor, override_reason=reason, expected_active=seen_active)
+        done = promotion.promote(kind, version, actor, override_reason=reason, expected_active=seen_active)
     except ConflictError as exc:
         session.flash(str(exc), "warning")
     except AppError as exc:  # PromotionRefused, ValidationError, ModelNotAvailable: the message says why
@@ -108,8 +108,8 @@ for kind, tab in zip(registry.KINDS, st.tabs([k.capitalize() for k in registry.K
             st.text_area(
                 "Reason for promoting it anyway (kept in the audit log)",
                 key=f"models.{kind}.reason",
-                max_chars=registry.MAX_REASON_CHARS,
-                placeholder=f"At least {registry.MIN_REASON_CHARS} characters: why this version should serve",
+                max_chars=promotion.MAX_REASON_CHARS,
+                placeholder=f"At least {promotion.MIN_REASON_CHARS} characters: why this version should serve",
             )
         st.button(
             f"Promote {chosen} to active {kind}",

@@ -24,6 +24,7 @@ from core.__main__ import main
 from core.auth import AuthenticatedUser
 from core.errors import ConflictError, PermissionDenied, ValidationError
 from core.ml import inference
+from core.ml import promotion as mp
 from core.ml import registry as mr
 from db import models
 from db.models import LIMITS
@@ -142,9 +143,9 @@ def test_comparison_on_different_test_splits_is_unfair(models_dir: ModelsDir) ->
 
 
 def test_reason_rules() -> None:
-    assert mr.reason_is_sufficient(REASON)
+    assert mp.reason_is_sufficient(REASON)
     for weak in (None, "", "ok", "   short   ", "xxxxxxxxxxxxxx", "!!!!!!!!!!!!!!!"):
-        assert not mr.reason_is_sufficient(weak), weak
+        assert not mp.reason_is_sufficient(weak), weak
 
 
 # ------------------------------------------------------------------ promotion (audited, both backends)
@@ -154,7 +155,7 @@ def test_promoting_a_better_version_needs_no_reason_and_is_audited(
     models_dir: ModelsDir, admin: AuthenticatedUser
 ) -> None:
     models_dir.classifier("better", delta=0.02)
-    done = mr.promote("classifier", "better", admin, expected_active=V1)
+    done = mp.promote("classifier", "better", admin, expected_active=V1)
     assert (done.version, done.previous, done.overridden) == ("better", V1, False)
     assert "better is now the active classifier (was cxr14-lite0-224-v1)" in done.message()
     assert models_dir.registry() == {"classifier": "better"}
@@ -181,8 +182,8 @@ def test_a_worse_version_is_refused_without_a_real_reason_and_each_attempt_audit
 ) -> None:
     models_dir.classifier("worse", delta=-0.03)
     for reason in (None, "because", "xxxxxxxxxxxxxxxx"):
-        with pytest.raises(mr.PromotionRefused) as refused:
-            mr.promote("classifier", "worse", admin, override_reason=reason)
+        with pytest.raises(mp.PromotionRefused) as refused:
+            mp.promote("classifier", "worse", admin, override_reason=reason)
         assert refused.value.overridable and refused.value.comparison is not None
         message = str(refused.value)
         assert "measures worse than the active classifier" in message and "at least 10 characters" in message
@@ -198,7 +199,7 @@ def test_a_worse_version_is_promoted_with_a_reason_which_is_audited(
     models_dir: ModelsDir, admin: AuthenticatedUser
 ) -> None:
     models_dir.classifier("worse", delta=-0.03)
-    done = mr.promote("classifier", "worse", admin, override_reason=f"  {REASON}\n")
+    done = mp.promote("classifier", "worse", admin, override_reason=f"  {REASON}\n")
     assert done.overridden and done.override_reason == REASON and "over the rules" in done.message()
     assert models_dir.registry()["classifier"] == "worse"
     (row,) = audit_rows()
@@ -210,10 +211,10 @@ def test_an_unfair_comparison_needs_a_reason_even_when_the_candidate_looks_bette
     models_dir: ModelsDir, admin: AuthenticatedUser
 ) -> None:
     models_dir.classifier("other-split", delta=0.04, test_images=512)
-    with pytest.raises(mr.PromotionRefused, match="not fair: their test splits differ in size") as refused:
-        mr.promote("classifier", "other-split", admin)
+    with pytest.raises(mp.PromotionRefused, match="not fair: their test splits differ in size") as refused:
+        mp.promote("classifier", "other-split", admin)
     assert refused.value.overridable
-    mr.promote("classifier", "other-split", admin, override_reason=REASON)
+    mp.promote("classifier", "other-split", admin, override_reason=REASON)
     assert [r.action for r in audit_rows()] == ["promote_refused", "promote"]
     assert audit_rows()[0].after["fair"] is False  # type: ignore[index]
 
@@ -223,10 +224,10 @@ def test_first_detector_needs_no_reason_then_a_worse_one_does(
 ) -> None:
     models_dir.detector("det-a", 0.30)
     models_dir.detector("det-b", 0.25)
-    mr.promote("detector", "det-a", admin, expected_active=None)
+    mp.promote("detector", "det-a", admin, expected_active=None)
     assert models_dir.registry() == {"classifier": V1, "detector": "det-a"}  # the other kind is kept
-    with pytest.raises(mr.PromotionRefused, match="test mAP50 0.250 vs 0.300"):
-        mr.promote("detector", "det-b", admin)
+    with pytest.raises(mp.PromotionRefused, match="test mAP50 0.250 vs 0.300"):
+        mp.promote("detector", "det-b", admin)
     first = audit_rows()[0]
     assert first.before == {"kind": "detector", "version": None} and first.after is not None
     assert first.after["verdict"] == "no active version"
@@ -238,13 +239,13 @@ def test_refusals_that_no_reason_overrides(models_dir: ModelsDir, admin: Authent
         (V1, "already the active classifier"),
         ("renamed", "names version 'something-else'"),
     ):
-        with pytest.raises(mr.PromotionRefused, match=match) as refused:
-            mr.promote("classifier", version, admin, override_reason=REASON)
+        with pytest.raises(mp.PromotionRefused, match=match) as refused:
+            mp.promote("classifier", version, admin, override_reason=REASON)
         assert not refused.value.overridable
     assert models_dir.registry() == {"classifier": V1}
     assert [r.action for r in audit_rows()] == ["promote_refused", "promote_refused"]
     with pytest.raises(ValidationError, match="under 500 characters"):
-        mr.promote("classifier", "renamed", admin, override_reason="x" * 501)
+        mp.promote("classifier", "renamed", admin, override_reason="x" * 501)
 
 
 def test_a_missing_active_version_can_be_replaced_without_a_reason(
@@ -255,14 +256,14 @@ def test_a_missing_active_version_can_be_replaced_without_a_reason(
     models_dir.activate("classifier", "deleted-by-mistake")
     assert not any(v.active for v in mr.list_versions("classifier"))
     assert mr.compare("classifier", "worse").against is None
-    mr.promote("classifier", "worse", admin, expected_active="deleted-by-mistake")
+    mp.promote("classifier", "worse", admin, expected_active="deleted-by-mistake")
     assert models_dir.registry() == {"classifier": "worse"}
 
 
 def test_doctors_cannot_promote(models_dir: ModelsDir, doctor: AuthenticatedUser) -> None:
     models_dir.classifier("better", delta=0.02)
     with pytest.raises(PermissionDenied):
-        mr.promote("classifier", "better", doctor)
+        mp.promote("classifier", "better", doctor)
     assert models_dir.registry() == {"classifier": V1} and audit_rows() == []
 
 
@@ -270,9 +271,9 @@ def test_a_stale_decision_is_a_conflict(models_dir: ModelsDir, admin: Authentica
     """Two admins both looked at V1 as active; the second one's promotion must not silently win."""
     models_dir.classifier("cand-a", delta=0.01)
     models_dir.classifier("cand-b", delta=0.02)
-    mr.promote("classifier", "cand-a", admin, expected_active=V1)
+    mp.promote("classifier", "cand-a", admin, expected_active=V1)
     with pytest.raises(ConflictError, match=f"changed from {V1} to cand-a"):
-        mr.promote("classifier", "cand-b", admin, expected_active=V1)
+        mp.promote("classifier", "cand-b", admin, expected_active=V1)
     assert models_dir.registry() == {"classifier": "cand-a"}
     assert [r.action for r in audit_rows()] == ["promote", "promote_refused"]
 
@@ -289,7 +290,7 @@ def test_two_admins_promoting_at_once_one_wins(
     def attempt(actor: AuthenticatedUser, version: str) -> None:
         start.wait()
         try:
-            mr.promote("classifier", version, actor, expected_active=V1)
+            mp.promote("classifier", version, actor, expected_active=V1)
             outcomes[version] = "promoted"
         except ConflictError:
             outcomes[version] = "conflict"
@@ -320,9 +321,9 @@ def test_the_registry_and_the_audit_row_change_together(
         raise OSError("disk full")
 
     with monkeypatch.context() as patch:
-        patch.setattr(mr, "_write_registry", no_write)
+        patch.setattr(mr, "write_registry", no_write)
         with pytest.raises(OSError, match="disk full"):
-            mr.promote("classifier", "better", admin)
+            mp.promote("classifier", "better", admin)
     assert audit_rows() == [] and models_dir.registry() == {"classifier": V1}
 
     # The registry was written but the commit fails: the registry is put back.
@@ -332,10 +333,10 @@ def test_the_registry_and_the_audit_row_change_together(
     with monkeypatch.context() as patch:
         patch.setattr(Session, "commit", failing_commit)
         with pytest.raises(RuntimeError, match="connection lost"):
-            mr.promote("classifier", "better", admin)
+            mp.promote("classifier", "better", admin)
     assert audit_rows() == [] and models_dir.registry() == {"classifier": V1}
 
-    mr.promote("classifier", "better", admin)  # and it works once the database is back
+    mp.promote("classifier", "better", admin)  # and it works once the database is back
     assert models_dir.registry() == {"classifier": "better"}
     assert stat.S_IMODE(registry_file.stat().st_mode) == 0o644  # readable by the dashboard's user
     assert sorted(p.name for p in models_dir.root.iterdir()) == [
@@ -345,7 +346,7 @@ def test_the_registry_and_the_audit_row_change_together(
 
 
 def test_audit_page_filter_offers_the_promotion_actions() -> None:
-    from core.records import AUDIT_ACTIONS
+    from core.audit import ACTIONS as AUDIT_ACTIONS
 
     assert {"promote", "promote_refused"} <= set(AUDIT_ACTIONS)
 
@@ -370,7 +371,7 @@ def test_after_promotion_new_diagnoses_use_the_new_version_and_old_ones_keep_the
     before = dx.diagnose_upload("ED-77", png_variant(1), "a.png", admin)
     assert before.models["classifier"] == V1
 
-    mr.promote("classifier", "cxr14-lite0-224-v2", admin)
+    mp.promote("classifier", "cxr14-lite0-224-v2", admin)
     loaded = inference.get_classifier()
     assert loaded.version == "cxr14-lite0-224-v2"
     assert inference.get_classifier() is loaded  # loaded once, not per call

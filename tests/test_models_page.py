@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
-from core.ml import registry as mr
+from core.ml import promotion as mp
 from db import models
 from db.session import session_scope
 from tests.support.apptest import ROOT, TIMEOUT, login, shows_login_form, start, texts
@@ -103,7 +103,7 @@ def test_someone_else_promoting_meanwhile_is_a_conflict(models_dir: ModelsDir, b
     at = open_page(boss)
     at.selectbox(key="models.classifier.candidate").set_value("cand-a").run()
     other = boss.user  # another admin's session: the service, between this admin's look and click
-    mr.promote("classifier", "cand-b", other)
+    mp.promote("classifier", "cand-b", other)
     promote_button(at).click().run()
     assert "changed from cxr14-lite0-224-v1 to cand-b" in [w.value for w in at.warning][0]
     assert models_dir.registry()["classifier"] == "cand-b"

@@ -4,7 +4,7 @@
     python -m core models compare KIND VERSION [--against VERSION]
     python -m core models promote KIND VERSION --user USERNAME [--override-reason TEXT]
 
-``promote`` follows the same rules as the Models page (``core.ml.registry.promote``): a version that
+``promote`` follows the same rules as the Models page (``core.ml.promotion.promote``): a version that
 measures worse than the active one, or was measured on another test split, is refused unless a reason of
 at least 10 characters is given; the promotion or the refusal is audited as ``--user`` (an admin).
 Exit status: 0 done, 1 promotion refused (or someone else promoted meanwhile), 2 bad kind, version or user.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-KINDS = ("classifier", "detector")  # core.ml.registry.KINDS; repeated so --help imports nothing
+from core.ml.registry import KINDS  # files and cards only: no database, no torch
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -93,7 +93,7 @@ def run_promote(args: argparse.Namespace) -> int:
     """Promote as ``--user``; refusals go to stderr with the reason."""
     from core.auth import find_active_user
     from core.errors import AppError, ConflictError
-    from core.ml.registry import PromotionRefused, promote
+    from core.ml.promotion import PromotionRefused, promote
 
     try:
         actor = find_active_user(args.user)

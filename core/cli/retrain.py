@@ -17,9 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.ml.registry import read_registry
-
-KINDS = ("classifier", "detector")
+from core.ml.registry import KINDS, read_registry
 
 
 def register(sub: argparse._SubParsersAction) -> None:

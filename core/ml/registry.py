@@ -1,19 +1,17 @@
-"""Which model version of each kind is active, where its files are, and promotion of another version.
+"""The model catalogue: which version of each kind is active, where its files are, what its card measures.
 
 ``models/registry.json`` names the active version per kind (``classifier``, ``detector``); each version is a
-folder ``models/<kind>/<version>/`` holding its weights and ``card.json``. Promotion (changing the active
-version) is an explicit, audited act: :func:`promote` refuses a candidate that measures worse than the active
-version on its card's headline test metric, or that was measured on another test split, unless an admin
-writes a reason. Diagnoses record the version that made them, so promotion never changes a saved result;
-``core.ml.inference`` resolves the active folder on every call, so the next diagnosis uses the new version.
+folder ``models/<kind>/<version>/`` holding its weights and ``card.json``. :func:`compare` measures one
+version against another on the card's headline test metric. ``core.ml.inference`` resolves the active folder
+on every call, so the next diagnosis uses whatever is active now.
 
-Reading the registry needs nothing but the files (``python -m core diagnose`` stays free of the database
-stack); :func:`promote` imports the database layer when it is called.
+This module reads and writes files only and never imports the database (``python -m core diagnose`` stays
+free of the database stack). Changing the active version as a person, with its rules and audit row, is
+``core.ml.promotion``; :func:`set_active` is for a training job publishing a first version.
 """
 
 from __future__ import annotations
 
-import enum
 import fcntl
 import json
 import logging
@@ -26,27 +24,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from core.config import get_settings
-from core.errors import AppError, ConflictError, ValidationError
-
-if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
-    from core.auth import AuthenticatedUser
+from core.errors import AppError, ValidationError
 
 log = logging.getLogger(__name__)
 
+#: The kinds of model the dashboard serves (also the command line's choices).
 KINDS: tuple[str, ...] = ("classifier", "detector")
-#: An override needs a written reason at least this long (after trimming), and not one character repeated.
-MIN_REASON_CHARS = 10
-MAX_REASON_CHARS = 500
 # Same bound as db.models.LIMITS["model_version"] (a test keeps them equal): every diagnosis stores the
 # version name, so a longer one could never be saved. No "/" or "..": the name becomes a folder path.
 MAX_VERSION_CHARS = 64
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # a reason may have tabs and line breaks, nothing else
 # Headlines are compared exactly; this only absorbs float noise from re-serialising the same number.
 _EQUAL = 1e-9
 
@@ -55,27 +45,6 @@ Verdict = Literal["better", "worse", "equal", "unmeasured", "no active version"]
 
 class ModelNotAvailable(AppError):
     """The active model of a kind is missing or incomplete on disk."""
-
-
-class PromotionRefused(AppError):
-    """A promotion the rules do not allow; ``str()`` says why, for an admin or IT reader.
-
-    ``overridable`` is True when a written reason (``override_reason``) would let the same promotion through:
-    the candidate measures worse, cannot be measured, or was measured on another test split.
-    """
-
-    def __init__(self, message: str, comparison: Comparison | None = None, *, overridable: bool) -> None:
-        super().__init__(message)
-        self.comparison = comparison
-        self.overridable = overridable
-
-
-class _Unchecked(enum.Enum):
-    UNCHECKED = "unchecked"
-
-
-#: Default of ``promote(expected_active=...)``: promote whatever is active now.
-UNCHECKED = _Unchecked.UNCHECKED
 
 
 # ---------------------------------------------------------------- the registry file
@@ -107,19 +76,20 @@ def active_model_dir(kind: str, models_dir: Path | None = None) -> Path:
 def set_active(kind: str, version: str, models_dir: Path | None = None) -> None:
     """Make ``version`` the active model of ``kind`` (the folder must exist), without checks or audit.
 
-    For publishing a first version from a training job; people change the active version with :func:`promote`.
+        For publishing a first version from a training job; people change the active version with
+    ``core.ml.promotion.promote``.
     """
     base = models_dir or get_settings().models_dir
     if not (base / kind / version / "card.json").exists():
         raise ModelNotAvailable(f"There is no {kind} model {version!r} in {base / kind}.")
-    with _registry_lock(base):
+    with registry_lock(base):
         registry = read_registry(base)
         registry[kind] = version
-        _write_registry(base, registry)
+        write_registry(base, registry)
 
 
 @contextmanager
-def _registry_lock(base: Path) -> Iterator[None]:
+def registry_lock(base: Path) -> Iterator[None]:
     """Serialize registry writers across threads and processes (dashboard, command line, training jobs).
 
     The lock is taken on the models folder itself: flock works on a directory descriptor, and no lock file
@@ -133,7 +103,7 @@ def _registry_lock(base: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _write_registry(base: Path, registry: Mapping[str, str]) -> None:
+def write_registry(base: Path, registry: Mapping[str, str]) -> None:
     """Replace registry.json atomically: readers see the old file or the new one, never half of one."""
     target = registry_path(base)
     mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
@@ -277,7 +247,14 @@ def _check_version(version: str) -> None:
         )
 
 
-def _load_version(kind: str, folder: Path, active: str | None) -> ModelVersion:
+def check_names(kind: str, version: str) -> None:
+    """``ValidationError`` unless ``kind`` is one of :data:`KINDS` and ``version`` a valid folder name."""
+    _check_kind(kind)
+    _check_version(version)
+
+
+def load_version(kind: str, folder: Path, active: str | None) -> ModelVersion:
+    """The version in ``folder`` as its card describes it (``active``: the active version's name)."""
     spec = _METRICS[kind]
     try:
         card = json.loads((folder / "card.json").read_text())
@@ -322,10 +299,9 @@ def _load_version(kind: str, folder: Path, active: str | None) -> ModelVersion:
 
 def get_version(kind: str, version: str, models_dir: Path | None = None) -> ModelVersion:
     """One version of ``kind``; raises ``ValidationError`` (bad name) or ``ModelNotAvailable`` (no such folder)."""
-    _check_kind(kind)
-    _check_version(version)
+    check_names(kind, version)
     base = models_dir or get_settings().models_dir
-    return _load_version(kind, base / kind / version, read_registry(base).get(kind))
+    return load_version(kind, base / kind / version, read_registry(base).get(kind))
 
 
 def list_versions(kind: str, models_dir: Path | None = None) -> list[ModelVersion]:
@@ -342,7 +318,7 @@ def list_versions(kind: str, models_dir: Path | None = None) -> list[ModelVersio
         if not (child / "card.json").is_file():
             continue
         try:
-            found.append(_load_version(kind, child, active))
+            found.append(load_version(kind, child, active))
         except ModelNotAvailable as exc:
             log.warning("skipping %s: %s", child, exc)
     found.sort(key=lambda v: v.version, reverse=True)
@@ -434,7 +410,8 @@ def _fairness(candidate: ModelVersion, against: ModelVersion) -> tuple[tuple[str
     return tuple(unfair), tuple(notes)
 
 
-def _compare(candidate: ModelVersion, against: ModelVersion | None) -> Comparison:
+def compare_versions(candidate: ModelVersion, against: ModelVersion | None) -> Comparison:
+    """``candidate`` measured against ``against`` (``None``: no version of its kind is active)."""
     kind = candidate.kind
     if against is None:
         return Comparison(kind, candidate, None, None, "no active version")
@@ -456,230 +433,17 @@ def compare(
     base = models_dir or get_settings().models_dir
     cand = get_version(kind, candidate, base)
     if against is not None:
-        return _compare(cand, get_version(kind, against, base))
-    return _compare(cand, _active_version(kind, base, read_registry(base).get(kind)))
+        return compare_versions(cand, get_version(kind, against, base))
+    return compare_versions(cand, active_version(kind, base, read_registry(base).get(kind)))
 
 
-def _active_version(kind: str, base: Path, current: str | None) -> ModelVersion | None:
+def active_version(kind: str, base: Path, current: str | None) -> ModelVersion | None:
     """The active version, or None when none is configured or its folder is gone (nothing then serves, so
     any readable candidate is better than the status quo)."""
     if not current:
         return None
     try:
-        return _load_version(kind, base / kind / current, current)
+        return load_version(kind, base / kind / current, current)
     except ModelNotAvailable as exc:
         log.warning("the active %s cannot be read: %s", kind, exc)
         return None
-
-
-# ---------------------------------------------------------------- promotion
-
-
-@dataclass(frozen=True)
-class Promotion:
-    """A promotion that happened: ``kind``'s active version is now ``version`` (it was ``previous``)."""
-
-    kind: str
-    version: str
-    previous: str | None
-    comparison: Comparison
-    override_reason: str | None  # the admin's reason, when the rules needed one (or one was given)
-
-    @property
-    def overridden(self) -> bool:
-        """True when the promotion went through only because of ``override_reason``."""
-        return self.comparison.needs_override
-
-    def message(self) -> str:
-        """What happened, for the person who asked."""
-        was = f" (was {self.previous})" if self.previous else ""
-        text = f"{self.version} is now the active {self.kind}{was}; new diagnoses use it."
-        return f"{text} Promoted over the rules with the reason recorded." if self.overridden else text
-
-
-def _clean_reason(reason: str | None) -> str | None:
-    if reason is None:
-        return None
-    text = reason.strip()
-    if len(text) > MAX_REASON_CHARS:
-        raise ValidationError({"override_reason": f"Keep the reason under {MAX_REASON_CHARS} characters."})
-    if _CONTROL.search(text):
-        raise ValidationError({"override_reason": "The reason contains control characters."})
-    return text or None
-
-
-def reason_is_sufficient(reason: str | None) -> bool:
-    """Whether ``reason`` can justify an override: at least MIN_REASON_CHARS, and not one repeated character."""
-    text = (reason or "").strip()
-    return len(text) >= MIN_REASON_CHARS and len({ch for ch in text.casefold() if ch.isalnum()}) >= 3
-
-
-def _audit(
-    actor: AuthenticatedUser,
-    action: str,
-    version: str,
-    *,
-    before: Mapping[str, Any] | None,
-    after: Mapping[str, Any] | None,
-    detail: str,
-    session: Session | None = None,
-) -> None:
-    from db import repository as repo
-    from db.session import session_scope
-
-    def write(s: Session) -> None:
-        repo.add_audit(
-            s,
-            user_id=actor.id,
-            username=actor.username,
-            action=action,
-            entity_type="model",
-            entity_id=version,
-            before=before,
-            after=after,
-            detail=detail[:1000],  # db.models.LIMITS["audit_detail"]
-        )
-
-    if session is not None:
-        write(session)
-        return
-    with session_scope() as own:
-        write(own)
-
-
-def _refuse(
-    actor: AuthenticatedUser,
-    kind: str,
-    version: str,
-    message: str,
-    *,
-    current: str | None,
-    comparison: Comparison | None = None,
-    reason: str | None = None,
-    overridable: bool,
-) -> PromotionRefused:
-    """Audit a refused attempt (in its own transaction) and return the error for the caller to raise."""
-    before = comparison.against.audit_document() if comparison and comparison.against else None
-    after: dict[str, Any] = {"kind": kind, "version": version}
-    if comparison is not None:
-        after = {
-            **comparison.candidate.audit_document(),
-            "delta": comparison.delta,
-            "verdict": comparison.verdict,
-            "fair": comparison.fair,
-        }
-    _audit(
-        actor,
-        "promote_refused",
-        version,
-        before=before or {"kind": kind, "version": current},
-        after={**after, "override_reason": reason},
-        detail=message,
-    )
-    return PromotionRefused(message, comparison, overridable=overridable)
-
-
-def promote(
-    kind: str,
-    version: str,
-    actor: AuthenticatedUser,
-    *,
-    override_reason: str | None = None,
-    expected_active: str | None | _Unchecked = UNCHECKED,
-    models_dir: Path | None = None,
-) -> Promotion:
-    """Make ``version`` the active ``kind`` model, as ``actor`` (an admin), if the rules allow it.
-
-    Refused with :class:`PromotionRefused` (and the attempt audited as ``promote_refused``) when the candidate
-    measures worse than the active version on the card's headline test metric, has no such metric, or was
-    measured on another test split — unless ``override_reason`` is a real reason (see
-    :func:`reason_is_sufficient`) — and always when it is already active or its card names another version.
-    ``expected_active`` is the active version the admin's decision was based on: if another admin promoted
-    meanwhile, ``ConflictError`` (audited too). A promotion writes its ``promote`` audit row and the registry
-    together: the registry is replaced inside the transaction, and put back if the commit fails. Also raises
-    ``PermissionDenied`` (not an admin), ``ValidationError`` (bad names, a reason too long) and
-    ``ModelNotAvailable`` (no such version).
-    """
-    from core.auth import require_admin
-    from db.session import session_scope
-
-    require_admin(actor)
-    _check_kind(kind)
-    _check_version(version)
-    reason = _clean_reason(override_reason)
-    base = models_dir or get_settings().models_dir
-    with _registry_lock(base):
-        registry = read_registry(base)
-        current = registry.get(kind)
-        if expected_active is not UNCHECKED and current != expected_active:
-            message = (
-                f"The active {kind} changed from {expected_active or 'none'} to {current or 'none'} since you "
-                "compared the versions (someone else promoted meanwhile). Reload, compare again and decide."
-            )
-            _refuse(actor, kind, version, message, current=current, reason=reason, overridable=False)
-            raise ConflictError(message)
-        candidate = _load_version(kind, base / kind / version, current)
-        if version == current:
-            raise _refuse(
-                actor,
-                kind,
-                version,
-                f"{version} is already the active {kind}.",
-                current=current,
-                overridable=False,
-            )
-        if candidate.card_version != version:
-            message = (
-                f"The model card in {candidate.path} names version {candidate.card_version!r}, not {version!r}: "
-                "diagnoses would record the wrong version. Fix the card (IT) before promoting."
-            )
-            raise _refuse(actor, kind, version, message, current=current, reason=reason, overridable=False)
-        against = _active_version(kind, base, current)
-        comparison = _compare(candidate, against)
-        if comparison.needs_override and not reason_is_sufficient(reason):
-            message = (
-                f"{comparison.summary()} Promotion refused: to promote it anyway, give a reason of at least "
-                f"{MIN_REASON_CHARS} characters; it is kept in the audit log."
-            )
-            raise _refuse(
-                actor,
-                kind,
-                version,
-                message,
-                current=current,
-                comparison=comparison,
-                reason=reason,
-                overridable=True,
-            )
-
-        after = {
-            **candidate.audit_document(),
-            "delta": comparison.delta,
-            "verdict": comparison.verdict,
-            "fair": comparison.fair,
-            "override_reason": reason,
-        }
-        detail = comparison.summary()
-        if comparison.needs_override:
-            detail = f"Override: {reason} | {detail}"
-        written = False
-        try:
-            with session_scope() as session:
-                _audit(
-                    actor,
-                    "promote",
-                    version,
-                    before=against.audit_document() if against else {"kind": kind, "version": None},
-                    after=after,
-                    detail=detail,
-                    session=session,
-                )
-                session.flush()  # a database problem surfaces here, before the registry is touched
-                _write_registry(base, {**registry, kind: version})
-                written = True
-        except BaseException:
-            if written:  # the commit failed: the active version must not change without its audit row
-                _write_registry(base, registry)
-            raise
-    log.info("%s promoted %s %s (was %s)", actor.username, kind, version, current)
-    return Promotion(kind, version, current, comparison, reason)
