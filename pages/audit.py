@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import streamlit as st
 
-from core import auth, records
+from core import audit, auth
 from core.errors import PermissionDenied
 from ui import fmt, session
 
@@ -26,7 +26,7 @@ with st.form("audit_filters"):
     usernames = [u.username for u in auth.list_users(user)]
     username = who.selectbox("User", [ANY, *usernames], key="audit.user")
     patient_id = patient.text_input("Patient ID", key="audit.patient").strip()
-    chosen_action = action.selectbox("Action", [ANY, *records.AUDIT_ACTIONS], key="audit.action")
+    chosen_action = action.selectbox("Action", [ANY, *audit.ACTIONS], key="audit.action")
     period = when.date_input(
         "Between (UTC days)",
         value=(today - timedelta(days=7), today),
@@ -41,7 +41,7 @@ date_from = period[0] if period else None
 date_to = period[1] if len(period) > 1 else None
 page_no = st.session_state.get("audit.page", 0)
 try:
-    result = records.list_audit(
+    result = audit.list_audit(
         user,
         username=None if username == ANY else username,
         patient_id=patient_id or None,

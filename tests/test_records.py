@@ -9,12 +9,13 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from core import records
+from core import audit, records
 from core.auth import AuthenticatedUser
 from core.errors import ConflictError, NotFound, PermissionDenied, ValidationError
-from core.records import AllergyInput, ConditionInput, Demographics, PatientRecord, VisitInput
+from core.records import AllergyInput, ConditionInput, Demographics, PatientRecord, VisitInput, patients
 from core.validation import latest_today
 from db import models
+from db import repository as repo
 from db.session import session_scope
 
 MakePatient = Callable[..., PatientRecord]
@@ -131,7 +132,7 @@ def test_get_record_returns_everything_sorted_and_audits_the_view(
     assert record.allergies[1].recorded_on == date.today()
     assert record.created_at.tzinfo is not None and record.created_at.utcoffset() == timedelta(0)
 
-    page = records.list_audit(replace(doctor, role="admin"), action="view")
+    page = audit.list_audit(replace(doctor, role="admin"), action="view")
     assert [(e.username, e.patient_id, e.entity_type) for e in page.entries] == [
         ("dr.house", "ED-7", "patient")
     ]
@@ -307,7 +308,7 @@ def test_update_demographics_records_only_changed_fields(
     assert records.search_patients("byron")[0].patient_id == "ED-1"  # normalised name kept in step
     assert records.search_patients("lovelace") == []
 
-    [entry] = records.list_audit(admin, action="update").entries
+    [entry] = audit.list_audit(admin, action="update").entries
     assert entry.entity_type == "patient" and entry.patient_id == "ED-1"
     assert entry.before == {"family_name": "Lovelace", "phone": "+1 555 0100 1111"}
     assert entry.after == {"family_name": "Byron", "phone": "+1 555 0100 2222"}
@@ -315,7 +316,7 @@ def test_update_demographics_records_only_changed_fields(
     # Saving the same values again changes nothing and audits nothing.
     same = records.update_demographics("ED-1", new, updated.version, doctor)
     assert same.version == updated.version
-    assert records.list_audit(admin, action="update").total == 1
+    assert audit.list_audit(admin, action="update").total == 1
 
 
 def test_special_notes_add_edit_remove(make_patient: MakePatient, doctor: AuthenticatedUser) -> None:
@@ -444,14 +445,14 @@ def test_race_between_read_and_write_is_caught_by_the_version_column(
 ) -> None:
     """Both requests pass the expected-version check; the database-level version guard stops the second."""
     patient = make_patient("ED-1")
-    original_check = records._check_version
+    original_check = patients.check_version
 
     def check_then_someone_else_saves(current: int, expected: int) -> None:
         original_check(current, expected)
-        monkeypatch.setattr(records, "_check_version", original_check)  # only the first call interleaves
+        monkeypatch.setattr(patients, "check_version", original_check)  # only the first call interleaves
         records.update_demographics("ED-1", replace(patient.demographics, phone="999"), expected, doctor)
 
-    monkeypatch.setattr(records, "_check_version", check_then_someone_else_saves)
+    monkeypatch.setattr(patients, "check_version", check_then_someone_else_saves)
     with pytest.raises(ConflictError):
         records.update_demographics(
             "ED-1", replace(patient.demographics, phone="111"), patient.version, doctor
@@ -468,7 +469,7 @@ def test_failed_action_leaves_nothing_half_saved(
     def broken_audit(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(records, "_audit", broken_audit)
+    monkeypatch.setattr(audit, "write", broken_audit)
     with pytest.raises(RuntimeError):
         records.add_visit("ED-1", VisitInput(date(2024, 1, 1), "Fever"), doctor)
     with pytest.raises(RuntimeError):
@@ -483,7 +484,7 @@ def test_failed_action_leaves_nothing_half_saved(
 @pytest.mark.usefixtures("database")
 def test_only_admins_can_list_audit(doctor: AuthenticatedUser) -> None:
     with pytest.raises(PermissionDenied):
-        records.list_audit(doctor)
+        audit.list_audit(doctor)
 
 
 def test_audit_filters_and_paging(
@@ -496,21 +497,21 @@ def test_audit_filters_and_paging(
     records.get_record("ED-2", alice)
     records.get_record("ED-1", bob)
 
-    assert records.list_audit(admin, username="ALICE", action="view").total == 2
-    assert [e.username for e in records.list_audit(admin, patient_id="ed-1", action="view").entries] == [
+    assert audit.list_audit(admin, username="ALICE", action="view").total == 2
+    assert [e.username for e in audit.list_audit(admin, patient_id="ed-1", action="view").entries] == [
         "bob",
         "alice",
     ]  # newest first
-    page = records.list_audit(admin, action="view", limit=2, offset=2)
+    page = audit.list_audit(admin, action="view", limit=2, offset=2)
     assert (page.total, len(page.entries)) == (3, 1)
 
     today = datetime.now(UTC).date()
-    assert records.list_audit(admin, action="view", date_from=today, date_to=today).total == 3
-    assert records.list_audit(admin, action="view", date_to=today - timedelta(days=1)).total == 0
-    assert records.list_audit(admin, action="view", date_from=today + timedelta(days=1)).total == 0
+    assert audit.list_audit(admin, action="view", date_from=today, date_to=today).total == 3
+    assert audit.list_audit(admin, action="view", date_to=today - timedelta(days=1)).total == 0
+    assert audit.list_audit(admin, action="view", date_from=today + timedelta(days=1)).total == 0
     with pytest.raises(ValidationError):
-        records.list_audit(admin, date_from=today, date_to=today - timedelta(days=1))
-    assert set(records.AUDIT_ACTIONS) >= {e.action for e in records.list_audit(admin, limit=1000).entries}
+        audit.list_audit(admin, date_from=today, date_to=today - timedelta(days=1))
+    assert set(audit.ACTIONS) >= {e.action for e in audit.list_audit(admin, limit=1000).entries}
 
 
 def test_duplicate_id_race_is_reported_as_duplicate(
@@ -518,14 +519,14 @@ def test_duplicate_id_race_is_reported_as_duplicate(
 ) -> None:
     """The existence check passes (someone inserts right after it); the unique constraint still catches it."""
     make_patient("ED-1")
-    real_exists = records.repo.patient_id_exists
+    real_exists = repo.patient_id_exists
     calls: list[str] = []
 
     def exists_but_not_the_first_time(session: object, key: str) -> bool:
         calls.append(key)
         return len(calls) > 1 and real_exists(session, key)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(records.repo, "patient_id_exists", exists_but_not_the_first_time)
+    monkeypatch.setattr(repo, "patient_id_exists", exists_but_not_the_first_time)
     with pytest.raises(ValidationError, match="already exists"):
         records.create_patient("ED-1", DEMO, doctor)
     assert _count(models.Patient) == 1
