@@ -53,12 +53,6 @@ def prefix_bounds(prefix: str) -> tuple[str, str]:
     return prefix, upper
 
 
-def prefix_range(column: Any, prefix: str) -> ColumnElement[bool]:
-    """``column`` starts with ``prefix``, as an index-friendly range (see :func:`prefix_bounds`)."""
-    lower, upper = prefix_bounds(prefix)
-    return and_(column >= lower, column < upper)
-
-
 # ------------------------------------------------------------------ users
 
 
@@ -448,14 +442,6 @@ def add_correction(session: Session, **fields: Any) -> Correction:
     session.add(correction)
     session.flush()
     return correction
-
-
-def latest_correction(session: Session, study_id: int, *, reviewed_only: bool = False) -> Correction | None:
-    """The newest correction of a study (its current reading), or the newest one marked reviewed."""
-    query = select(Correction).where(Correction.study_id == study_id)
-    if reviewed_only:
-        query = query.where(Correction.reviewed.is_(True))
-    return session.scalars(query.order_by(Correction.id.desc()).limit(1)).first()
 
 
 def corrections_of_study(session: Session, study_id: int) -> Sequence[Row[Correction, str]]:
