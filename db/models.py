@@ -304,6 +304,9 @@ class Diagnosis(Base):
     triage_rule: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
     scope_score: Mapped[float] = mapped_column(Float)
     scope_limit: Mapped[float] = mapped_column(Float)
+    # triage-v3 scores in [0, 1] (NULL on diagnoses saved before revision 0004): the worklist's second key
+    abnormality: Mapped[float | None] = mapped_column(Float)
+    urgency: Mapped[float | None] = mapped_column(Float)
     timings: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
     overlay_path: Mapped[str | None] = mapped_column(String(LIMITS["stored_path"]))
     heatmap_path: Mapped[str | None] = mapped_column(String(LIMITS["stored_path"]))

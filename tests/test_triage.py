@@ -119,3 +119,65 @@ def test_card_overrides_policy_and_per_finding_cut() -> None:
 def test_a_card_without_a_triage_section_uses_the_defaults() -> None:
     policy = triage.policy_from_card({"findings": []})
     assert policy == TriagePolicy()
+
+
+# ------------------------------------------------------------------ rule v3: scores, routine cut, tiers
+
+V3 = TriagePolicy(routine_cut=0.5)
+
+
+def test_scores_are_the_chance_of_any_finding_and_of_any_urgent_finding() -> None:
+    probs = {**LOW, "Pneumothorax": 0.2, "Nodule": 0.5}
+    abnormality, urgency = triage.scores(RULES, probs)
+    assert abnormality == pytest.approx(1 - 0.8 * 0.98 * 0.5 * 0.999)
+    assert urgency == pytest.approx(1 - 0.8 * 0.98)
+    assert triage.any_of([]) == 0.0 and triage.any_of([1.0, 0.3]) == 1.0
+
+
+def test_with_a_routine_cut_a_flagged_finding_alone_does_not_make_a_film_priority() -> None:
+    # the nodule is over its (sensitive) threshold, but the film as a whole is under the routine cut
+    t = read(policy=V3, Nodule=0.3)
+    assert (t.level, t.drivers) == (ROUTINE, ())
+    assert "likely normal" in t.explanation and t.possible == ("Nodule",) and t.likely == ()
+    assert t.rule["routine_cut"] == 0.5 and t.rule["version"] == "triage-v3"
+
+
+def test_over_the_routine_cut_is_priority_with_the_flagged_findings_as_drivers() -> None:
+    t = read(policy=V3, Nodule=0.7)
+    assert (t.level, t.drivers) == (PRIORITY, ("Nodule",))
+    assert "likely abnormal" in t.explanation and not t.uncertain
+
+
+def test_an_abnormality_score_near_the_routine_cut_is_uncertain_on_either_side() -> None:
+    under, over = read(policy=V3, Nodule=0.45), read(policy=V3, Nodule=0.53)
+    assert under.level == ROUTINE and under.uncertain and "just under the routine cut" in under.reason
+    assert over.level == PRIORITY and over.uncertain and "just over the routine cut" in over.reason
+
+
+def test_urgent_wins_over_the_routine_cut() -> None:
+    t = read(policy=TriagePolicy(routine_cut=0.99), Pneumothorax=0.6)
+    assert t.level == URGENT
+
+
+def test_likely_findings_are_over_their_rule_in_cut_possible_ones_only_over_the_threshold() -> None:
+    rules = (
+        FindingRule("Pneumothorax", 0.05, urgent=True, rule_in=0.3),
+        FindingRule("Nodule", 0.10, rule_in=0.4),
+        FindingRule("Hernia", 0.02),
+    )
+    t = assess(rules, {"Pneumothorax": 0.35, "Nodule": 0.2, "Hernia": 0.03}, 1.0, 2.0, V3)
+    assert t.likely == ("Pneumothorax",)
+    assert t.possible == ("Nodule", "Hernia")  # most probable first; Hernia has no rule-in cut
+    assert t.as_dict()["likely"] == ["Pneumothorax"]
+    assert set(t.as_dict()) >= {"level", "uncertain", "reason", "abnormality", "urgency"}
+
+
+def test_the_published_card_has_a_routine_cut_chosen_on_validation() -> None:
+    import json
+
+    from core.ml.registry import active_model_dir
+
+    card = json.loads((active_model_dir("classifier") / "card.json").read_text())
+    policy = triage.policy_from_card(card)
+    assert policy.routine_cut is not None and 0.0 < policy.routine_cut < 1.0
+    assert "validation" in card["triage"]["routine_cut_rule"]

@@ -7,7 +7,15 @@ parameters have defaults below, and a card may override them in a ``"triage"`` s
 "urgent_min_probability": {"Effusion": 0.5}}``, or per finding with ``"urgent_min_probability"`` in the
 finding's entry.
 
-Rule ``triage-v2``. For a finding with calibrated probability p and card threshold t (flagged when p >= t):
+Rule ``triage-v3``. Each film first gets two scores in [0, 1] from the calibrated probabilities p_i:
+
+* **abnormality** = 1 - prod(1 - p_i) over every finding ("likely abnormal" vs "likely normal"): the chance
+  of at least one finding if the findings were independent. As a *ranking* of normal against abnormal films
+  it does far better than "any finding over its threshold" (each threshold is set for sensitivity, so almost
+  every film crosses one of fourteen);
+* **urgency** = 1 - prod(1 - p_u) over the findings the card marks ``urgent``.
+
+Then, for a finding with probability p and card threshold t:
 
 * **urgent** when some finding the card marks ``urgent`` reaches its *urgent cut*:
 
@@ -20,18 +28,24 @@ Rule ``triage-v2``. For a finding with calibrated probability p and card thresho
     ``urgent_min_probability`` (default 0.5 for Effusion: more likely than not, on a calibrated model).
     The model has no size output; a confident effusion read is the proxy for a large one.
 
-* **priority** when any finding is flagged (p >= t);
-* **routine** otherwise.
+* **routine** when not urgent and the abnormality score is under the card's ``routine_cut`` (its
+  ``"triage"`` section), chosen on the validation split for at least 0.95 sensitivity to abnormal films,
+  overall and within every image source (``core/training/evaluate_triage.py``). A card without a
+  ``routine_cut`` (older versions) keeps rule v2's routine: no finding over its threshold;
+* **priority** the rest.
+
+What a film shows comes in two tiers: **likely** findings are over their rule-in (high-specificity) cut,
+**possible** ones over the sensitive threshold t but under the rule-in cut. The tiers never change the level.
 
 **Uncertain** ("uncertain: review") is added to the level, never substituted for it, when the level rests
-on a read the model cannot make reliably, i.e. a small change of one probability would change the level:
+on a read the model cannot make reliably, i.e. a small change of one score would change the level:
 a deciding cut lies within ``uncertain_band`` log-odds (default 0.3, about +-3 points at 10 %) of the
-probability:
+score:
 
 * not urgent, but an urgent finding is just under its urgent cut;
 * urgent, but every finding that makes it urgent is just over its cut;
-* priority, but every flagged finding is just over its threshold;
-* routine, but some finding is just under its threshold;
+* priority or routine, but the abnormality score is just over or under the routine cut (v2 cards:
+  every flagged finding just over its threshold, or some finding just under it);
 
 or when the image's out-of-scope score is at least ``scope_warning`` (default 0.8) of the limit at which
 it would have been refused: accepted, but less like the chest films the model was trained on.
@@ -42,14 +56,14 @@ Logits rather than raw differences: 0.05 means little at p = 0.5 and a lot at p 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from core.ml.classifier import Classification, Classifier
 
-RULE_VERSION = "triage-v2"
+RULE_VERSION = "triage-v3"
 URGENT, PRIORITY, ROUTINE = "urgent", "priority", "routine"
 #: Most pressing first: the worklist sorts by this order.
 LEVELS: tuple[str, ...] = (URGENT, PRIORITY, ROUTINE)
@@ -71,6 +85,21 @@ def logit(p: float) -> float:
 def sigmoid(x: float) -> float:
     """The inverse of :func:`logit`."""
     return 1.0 / (1.0 + math.exp(-x))
+
+
+def any_of(probabilities: Iterable[float]) -> float:
+    """1 - prod(1 - p): the chance that at least one of independent events happens."""
+    none = 1.0
+    for p in probabilities:
+        none *= 1.0 - min(max(float(p), 0.0), 1.0)
+    return 1.0 - none
+
+
+def scores(rules: Sequence[FindingRule], probabilities: Mapping[str, float]) -> tuple[float, float]:
+    """(abnormality, urgency) of one film: see the module docstring."""
+    abnormality = any_of(probabilities[r.name] for r in rules)
+    urgency = any_of(probabilities[r.name] for r in rules if r.urgent)
+    return abnormality, urgency
 
 
 @dataclass(frozen=True)
@@ -98,6 +127,8 @@ class TriagePolicy:
     urgent_min_probability: Mapping[str, float] = field(
         default_factory=lambda: dict(DEFAULT_URGENT_MIN_PROBABILITY)
     )
+    #: abnormality score under which a film that is not urgent is routine (None: rule v2's routine)
+    routine_cut: float | None = None
 
     def urgent_cut(self, rule: FindingRule) -> float | None:
         """The probability at which ``rule``'s finding makes a study urgent (``None``: never)."""
@@ -123,6 +154,10 @@ class Triage:
     explanation: str  # why this level, in one sentence
     drivers: tuple[str, ...]  # the findings that set the level (none for routine)
     rule: dict[str, Any]  # the rule version, parameters and cuts used, stored with the diagnosis
+    abnormality: float = 0.0  # 1 - prod(1 - p) over every finding
+    urgency: float = 0.0  # 1 - prod(1 - p) over the urgent findings
+    likely: tuple[str, ...] = ()  # over their rule-in (high-specificity) cut, most probable first
+    possible: tuple[str, ...] = ()  # over the sensitive threshold, under the rule-in cut
 
     @property
     def rank(self) -> int:
@@ -130,7 +165,15 @@ class Triage:
         return LEVELS.index(self.level)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"level": self.level, "uncertain": self.uncertain, "reason": self.reason}
+        return {
+            "level": self.level,
+            "uncertain": self.uncertain,
+            "reason": self.reason,
+            "abnormality": round(self.abnormality, 4),
+            "urgency": round(self.urgency, 4),
+            "likely": list(self.likely),
+            "possible": list(self.possible),
+        }
 
 
 def policy_from_card(card: Mapping[str, Any]) -> TriagePolicy:
@@ -141,6 +184,7 @@ def policy_from_card(card: Mapping[str, Any]) -> TriagePolicy:
         uncertain_band=float(section.get("uncertain_band", DEFAULT_UNCERTAIN_BAND)),
         scope_warning=float(section.get("scope_warning", DEFAULT_SCOPE_WARNING)),
         urgent_min_probability=dict(section.get("urgent_min_probability", DEFAULT_URGENT_MIN_PROBABILITY)),
+        routine_cut=float(section["routine_cut"]) if section.get("routine_cut") is not None else None,
     )
 
 
@@ -171,6 +215,72 @@ def _pct(p: float) -> str:
     return f"{p:.1%}"
 
 
+def _tiers(rules: Sequence[FindingRule], probabilities: Mapping[str, float]) -> tuple[tuple[str, ...], ...]:
+    """(likely, possible) finding names, most probable first."""
+    ordered = sorted(rules, key=lambda r: -probabilities[r.name])
+    likely = tuple(r.name for r in ordered if r.rule_in is not None and probabilities[r.name] >= r.rule_in)
+    possible = tuple(r.name for r in ordered if probabilities[r.name] >= r.threshold and r.name not in likely)
+    return likely, possible
+
+
+def _not_urgent(
+    rules: Sequence[FindingRule],
+    probabilities: Mapping[str, float],
+    abnormality: float,
+    policy: TriagePolicy,
+    doubts: list[str],
+) -> tuple[str, tuple[str, ...], str]:
+    """(level, drivers, explanation) of a film that is not urgent: priority or routine."""
+    band = policy.uncertain_band
+    flagged = sorted(
+        ((r, probabilities[r.name]) for r in rules if probabilities[r.name] >= r.threshold),
+        key=lambda f: -f[1],
+    )
+    drivers = tuple(r.name for r, _ in flagged)
+    cut = policy.routine_cut
+    if cut is not None:  # rule v3: the abnormality score decides
+        margin = logit(abnormality) - logit(cut)
+        if abs(margin) < band:
+            side = "over" if margin >= 0 else "under"
+            doubts.append(
+                f"abnormality score {_pct(abnormality)} only just {side} the routine cut {_pct(cut)}"
+            )
+        if margin < 0:
+            return (
+                ROUTINE,
+                (),
+                f"Routine: likely normal (abnormality score {_pct(abnormality)}, routine under {_pct(cut)})",
+            )
+        shown = _listed([f"{r.label} {_pct(p)}" for r, p in flagged]) if flagged else "no single finding"
+        return (
+            PRIORITY,
+            drivers,
+            f"Priority: likely abnormal (abnormality score {_pct(abnormality)}): {shown}",
+        )
+    if flagged:  # rule v2's routine, for cards without a routine cut
+        if all(logit(p) - logit(r.threshold) < band for r, p in flagged):
+            doubts.append(
+                "every finding over its threshold is only just over it: "
+                + _listed([f"{r.label} {_pct(p)} vs {_pct(r.threshold)}" for r, p in flagged])
+            )
+        return (
+            PRIORITY,
+            drivers,
+            "Priority: over threshold: " + _listed([f"{r.label} {_pct(p)}" for r, p in flagged]),
+        )
+    near = [
+        (r, probabilities[r.name])
+        for r in rules
+        if -band < logit(probabilities[r.name]) - logit(r.threshold) < 0
+    ]
+    if near:
+        doubts.append(
+            "just under the threshold: "
+            + _listed([f"{r.label} {_pct(p)} vs {_pct(r.threshold)}" for r, p in near])
+        )
+    return ROUTINE, (), "Routine: no finding over its threshold"
+
+
 def assess(
     rules: Sequence[FindingRule],
     probabilities: Mapping[str, float],
@@ -178,9 +288,10 @@ def assess(
     scope_limit: float,
     policy: TriagePolicy | None = None,
 ) -> Triage:
-    """Apply rule ``triage-v2`` (module docstring) to one image's calibrated probabilities."""
+    """Apply rule ``triage-v3`` (module docstring) to one image's calibrated probabilities."""
     policy = policy or TriagePolicy()
     band = policy.uncertain_band
+    abnormality, urgency = scores(rules, probabilities)
 
     def gap(p: float, cut: float) -> float:
         return logit(p) - logit(cut)
@@ -188,7 +299,6 @@ def assess(
     # (rule, probability, urgent cut) for the findings the card marks urgent
     urgent = [(r, probabilities[r.name], policy.urgent_cut(r)) for r in rules if r.urgent]
     urgent_hits = [(r, p, c) for r, p, c in urgent if c is not None and p >= c]
-    flagged = [(r, probabilities[r.name]) for r in rules if probabilities[r.name] >= r.threshold]
     doubts: list[str] = []
 
     if urgent_hits:
@@ -209,35 +319,13 @@ def assess(
                 "close to urgent: "
                 + _listed([f"{r.label} {_pct(p)} (urgent from {_pct(c)})" for r, p, c in near_urgent])
             )
-        if flagged:
-            level = PRIORITY
-            flagged.sort(key=lambda f: -f[1])
-            drivers = tuple(r.name for r, _ in flagged)
-            explanation = "Priority: over threshold: " + _listed([f"{r.label} {_pct(p)}" for r, p in flagged])
-            if all(gap(p, r.threshold) < band for r, p in flagged):
-                doubts.append(
-                    "every finding over its threshold is only just over it: "
-                    + _listed([f"{r.label} {_pct(p)} vs {_pct(r.threshold)}" for r, p in flagged])
-                )
-        else:
-            level = ROUTINE
-            drivers = ()
-            explanation = "Routine: no finding over its threshold"
-            near = [
-                (r, probabilities[r.name])
-                for r in rules
-                if -band < gap(probabilities[r.name], r.threshold) < 0
-            ]
-            if near:
-                doubts.append(
-                    "just under the threshold: "
-                    + _listed([f"{r.label} {_pct(p)} vs {_pct(r.threshold)}" for r, p in near])
-                )
+        level, drivers, explanation = _not_urgent(rules, probabilities, abnormality, policy, doubts)
     if scope_limit > 0 and scope_score >= policy.scope_warning * scope_limit:
         doubts.append(
             f"the image is less typical of the training chest X-rays (scope score {scope_score:.2f}, "
             f"refused from {scope_limit:.2f})"
         )
+    likely, possible = _tiers(rules, probabilities)
     rule = {
         "version": RULE_VERSION,
         **{k: v for k, v in asdict(policy).items() if k != "urgent_min_probability"},
@@ -251,6 +339,10 @@ def assess(
         explanation=explanation,
         drivers=drivers,
         rule=rule,
+        abnormality=abnormality,
+        urgency=urgency,
+        likely=likely,
+        possible=possible,
     )
 
 
@@ -275,7 +367,9 @@ __all__ = [
     "Triage",
     "TriagePolicy",
     "assess",
+    "any_of",
     "assess_classification",
     "policy_from_card",
     "rules_from_card",
+    "scores",
 ]
