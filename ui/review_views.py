@@ -18,7 +18,7 @@ from streamlit_image_annotation import detection
 from core.auth import AuthenticatedUser
 from core.errors import ConflictError, ValidationError
 from core.review import corrections
-from core.review.corrections import BOX_CLASSES, FINDING_LABELS, CorrectedBox, EditorState
+from core.review.corrections import FINDING_LABELS, CorrectedBox, EditorState
 from ui import fmt, session, xray_views
 
 STATE = "cx.state"  # the EditorState on show (a frozen DTO); its study_version is what a save is based on
@@ -105,14 +105,15 @@ def box_editor(state: EditorState) -> tuple[CorrectedBox, ...]:
         "draw a new one; **Class** relabels the selected box, **Mode: Del** deletes boxes on click. "
         "Press **Complete** to apply your box changes before saving."
     )
+    classes = corrections.box_classes()
     drawn = detection(
         image_path=shown,
-        label_list=list(BOX_CLASSES),
+        label_list=list(classes),
         bboxes=[
             [b.x1 / scale_x, b.y1 / scale_y, (b.x2 - b.x1) / scale_x, (b.y2 - b.y1) / scale_y]
             for b in state.boxes
         ],
-        labels=[BOX_CLASSES.index(b.label) for b in state.boxes],
+        labels=[classes.index(b.label) for b in state.boxes],
         width=size[0],
         height=size[1],
         line_width=2,

@@ -87,6 +87,11 @@ class Classification:
         }
 
 
+#: The name core.training.evaluate_classifier imports (training code moves to :mod:`core.ml.probability` in its
+#: own change).
+_logit = logit
+
+
 def calibrate(raw: np.ndarray, calibration: np.ndarray) -> np.ndarray:
     """Apply per-finding Platt scaling; ``calibration`` is (F, 2) rows of (a, b) on the logit."""
     return sigmoid(logit(raw) * calibration[:, 0] + calibration[:, 1])

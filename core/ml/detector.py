@@ -1,4 +1,4 @@
-"""Finding detector: grey pixels -> plain :class:`Detection` records (label, confidence, box); the overlay.
+"""Finding detector: grey pixels -> scored :class:`~core.ml.boxes.Box` records (label, confidence, corners).
 
 preprocess -> predict -> postprocess, with everything that varies between versions (class names, input
 size, confidence and NMS thresholds, the runtime) read from the version's ``card.json``.
@@ -16,6 +16,7 @@ Both runtimes share the pre- and post-processing, so switching runtime changes n
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -29,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from core.imaging import to_uint8
+from core.ml.boxes import Box
 
 log = logging.getLogger(__name__)
 
@@ -36,34 +38,16 @@ PAD_VALUE = 114  # Ultralytics' letterbox grey
 BOX_COLOUR = (255, 32, 32)
 
 
-@dataclass(frozen=True)
-class Detection:
-    """One suspected region, in the original image's pixels (x to the right, y down)."""
-
-    label: str
-    confidence: float
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-
-    @property
-    def box(self) -> tuple[float, float, float, float]:
-        return (self.x1, self.y1, self.x2, self.y2)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "confidence": round(self.confidence, 4),
-            "box": [round(v, 1) for v in self.box],
-        }
+#: ``Detection(label, confidence, x1, y1, x2, y2)``: a detection is a scored :class:`Box`, built in the order
+#: the network's output gives its parts.
+Detection = Box.scored
 
 
 @dataclass(frozen=True)
 class DetectionResult:
     """The detector's read of one image."""
 
-    detections: tuple[Detection, ...]  # most confident first
+    detections: tuple[Box, ...]  # most confident first, each scored
     model_version: str
     timing_ms: dict[str, float]
 
@@ -143,6 +127,17 @@ def decode(
     return boxes[kept], scores[kept], classes[kept]
 
 
+def card_classes(card: dict[str, Any]) -> tuple[str, ...]:
+    """The class names of a detector version, in index order, from its model card."""
+    return tuple(str(c["name"]) for c in card["classes"])
+
+
+@functools.cache
+def read_classes(model_dir: Path) -> tuple[str, ...]:
+    """The class names of the detector version in ``model_dir`` (its ``card.json``; a version never changes)."""
+    return card_classes(json.loads((Path(model_dir) / "card.json").read_text()))
+
+
 class Runtime(Protocol):
     """Runs the network: (1, 3, S, S) float32 -> raw head output (1, 4 + classes, anchors)."""
 
@@ -206,7 +201,7 @@ class Detector:
         self.model_dir = Path(model_dir)
         self.card: dict[str, Any] = json.loads((self.model_dir / "card.json").read_text())
         self.version: str = self.card["version"]
-        self.classes: tuple[str, ...] = tuple(c["name"] for c in self.card["classes"])
+        self.classes: tuple[str, ...] = card_classes(self.card)
         self.input_size: int = int(self.card["input"]["size"])
         t = self.card["thresholds"]
         self.confidence: float = float(t["confidence"])
@@ -255,7 +250,7 @@ class Detector:
         boxes, scores, classes = decode(raw, conf, self.iou, max_det or self.max_det)
         boxes = lb.to_original(boxes)
         detections = tuple(
-            Detection(self.classes[int(c)], float(s), *(float(v) for v in b))
+            Box.scored(self.classes[int(c)], float(s), *(float(v) for v in b))
             for b, s, c in zip(boxes, scores, classes, strict=True)
         )
         t3 = time.perf_counter()
@@ -276,7 +271,7 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 
 
 def draw_detections(
-    pixels: np.ndarray, detections: tuple[Detection, ...] | list[Detection], max_side: int = 1024
+    pixels: np.ndarray, detections: tuple[Box, ...] | list[Box], max_side: int = 1024
 ) -> Image.Image:
     """The radiograph in grey with a red box and a "label 87%" tag per detection; returns an RGB image.
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from core import imaging
 from core.ml.classifier import Classification, Classifier
-from core.ml.detector import DetectionResult, Detector
-from core.ml.registry import active_model_dir, read_registry
+from core.ml.detector import DetectionResult, Detector, read_classes
+from core.ml.registry import ModelNotAvailable, active_model_dir, read_registry
 
 _lock = threading.Lock()
 # Keyed on the version folder, which the getters resolve from registry.json on every call (one small file
@@ -49,6 +49,17 @@ def get_detector(model_dir: Path | None = None) -> Detector:
 def detector_configured() -> bool:
     """Whether the registry names an active detector (the classifier works without one)."""
     return bool(read_registry().get("detector"))
+
+
+def detector_classes() -> tuple[str, ...]:
+    """The classes a box can carry: the active detector's, from its model card; ``()`` when no detector
+    version is active (or its folder is missing)."""
+    if not detector_configured():
+        return ()
+    try:
+        return read_classes(active_model_dir("detector"))
+    except ModelNotAvailable:
+        return ()
 
 
 class OutOfScope(imaging.NotChestXray):

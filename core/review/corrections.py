@@ -10,7 +10,9 @@ model (the labels are exactly "flagged findings present, the others absent" and 
 saving the same study at once, the second gets ``ConflictError`` and nothing of the first is lost.
 
 Each public function is one user action with its own transaction (audit row included) and returns frozen
-DTOs; nothing here imports Streamlit.
+DTOs; nothing here imports Streamlit. Boxes are :class:`core.ml.boxes.Box` (``CorrectedBox`` names the same
+type) labelled with the active detector's classes (:func:`box_classes`, from its model card); the review
+queue lives in :mod:`core.xray.queues` beside the worklist and is re-exported here.
 """
 
 from __future__ import annotations
@@ -30,22 +32,24 @@ from core.audit import write as write_audit
 from core.auth import AuthenticatedUser
 from core.errors import ConflictError, NotFound, ValidationError
 from core.imaging import storage
-from core.training.nih_boxes import CLASSES  # numpy/pandas only: no torch or Ultralytics at import
+from core.ml import inference
+from core.ml.boxes import Box
 from core.validation import Checker
-from core.xray.diagnosis import Box, FindingRead, boxes_of, findings_of, patient_name
+from core.xray.queues import QueueItem, review_queue
+from core.xray.stored import FindingRead, boxes_of, findings_of, patient_name
 from db import models
 from db import repository as repo
 from db.models import FINDING_LABELS
 from db.session import session_scope
 
 __all__ = [
-    "BOX_CLASSES",
     "FINDING_LABELS",
     "MAX_BOXES",
     "CorrectedBox",
     "CorrectionView",
     "EditorState",
     "QueueItem",
+    "box_classes",
     "boxes_from_xywh",
     "correction_history",
     "get_editor_state",
@@ -53,38 +57,31 @@ __all__ = [
     "save_correction",
 ]
 
-#: The labels a box can carry: the detector's class list (the one its training data set was built with).
-BOX_CLASSES: tuple[str, ...] = CLASSES
 PRESENT, ABSENT, UNCERTAIN = FINDING_LABELS
 MAX_BOXES = 50
 #: A box within this many original pixels of the model's counts as the model's: the editor hands boxes back
 #: as floats scaled to and from its canvas, and the model's boxes are stored to 0.1 px.
 BOX_TOLERANCE_PX = 1.0
-#: How many of the oldest unreviewed studies the review queue ranks (far more than an ED accumulates).
-QUEUE_SCAN_LIMIT = 5000
-_LOGIT_EPS = 1e-6
 CONFLICT = "This study was changed by someone else since you opened it"
 
 
+#: A box as a doctor left it: a :class:`~core.ml.boxes.Box` without a score, in the original image's pixels.
+CorrectedBox = Box
+
+
+def box_classes() -> tuple[str, ...]:
+    """The labels a box can carry: the active detector's classes, from its model card (none without one)."""
+    return inference.detector_classes()
+
+
+def __getattr__(name: str) -> Any:
+    # BOX_CLASSES, as callers knew it, read from the active detector's card when asked for.
+    if name == "BOX_CLASSES":
+        return box_classes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # ---------------------------------------------------------------- DTOs
-
-
-@dataclass(frozen=True)
-class CorrectedBox:
-    """A box as a doctor left it, in the original image's pixels (x to the right, y down)."""
-
-    label: str
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "x1": self.x1, "y1": self.y1, "x2": self.x2, "y2": self.y2}
-
-    @classmethod
-    def from_model(cls, box: Box) -> CorrectedBox:
-        return cls(box.label, box.x1, box.y1, box.x2, box.y2)
 
 
 @dataclass(frozen=True)
@@ -142,25 +139,6 @@ class CorrectionView:
     study_version: int | None = None  # the study's version after the save (set by save_correction only)
 
 
-@dataclass(frozen=True)
-class QueueItem:
-    """An unreviewed study in the review queue; ``margin`` is how close its read is to flipping a finding."""
-
-    study_id: int
-    patient_id: str
-    patient_name: str
-    uploaded_at: datetime
-    triage_level: str
-    uncertain: bool
-    uncertain_reason: str
-    margin: float  # min over findings of |logit(p) - logit(threshold)|
-    closest_finding: str
-    closest_probability: float
-    closest_threshold: float
-    flagged: tuple[str, ...]
-    thumbnail_path: Path
-
-
 # ---------------------------------------------------------------- helpers
 
 
@@ -176,14 +154,12 @@ def _ordered(labels: Mapping[str, str], diagnosis: models.Diagnosis) -> dict[str
 
 
 def _editable_model_boxes(diagnosis: models.Diagnosis) -> tuple[CorrectedBox, ...]:
-    return tuple(CorrectedBox.from_model(b) for b in boxes_of(diagnosis) if b.label in BOX_CLASSES)
+    classes = box_classes()
+    return tuple(Box.from_model(b) for b in boxes_of(diagnosis) if b.label in classes)
 
 
 def _stored_boxes(values: Iterable[Mapping[str, Any]]) -> tuple[CorrectedBox, ...]:
-    return tuple(
-        CorrectedBox(str(b["label"]), float(b["x1"]), float(b["y1"]), float(b["x2"]), float(b["y2"]))
-        for b in values
-    )
+    return tuple(Box.from_json(b) for b in values)
 
 
 def _same_boxes(a: Sequence[CorrectedBox], b: Sequence[CorrectedBox]) -> bool:
@@ -283,6 +259,7 @@ def _check_boxes(
         return [], [f"At most {MAX_BOXES} boxes can be saved (got {len(boxes)})."]
     checked: list[CorrectedBox] = []
     problems: list[str] = []
+    classes = box_classes()
     for n, raw in enumerate(boxes, start=1):
         try:
             box = raw if isinstance(raw, CorrectedBox) else _stored_boxes([raw])[0]
@@ -291,8 +268,8 @@ def _check_boxes(
             problems.append(f"Box {n} is not a label with four coordinates.")
             continue
         x1, y1, x2, y2 = coords
-        if box.label not in BOX_CLASSES:
-            problems.append(f"Box {n}: {box.label!r} is not a box class ({', '.join(BOX_CLASSES)}).")
+        if box.label not in classes:
+            problems.append(f"Box {n}: {box.label!r} is not a box class ({', '.join(classes)}).")
         elif not all(math.isfinite(v) for v in coords):
             problems.append(f"Box {n} has a coordinate that is not a number.")
         elif x2 <= x1 or y2 <= y1:
@@ -375,7 +352,7 @@ def get_editor_state(study_id: int, actor: AuthenticatedUser, *, audit: bool = T
             based_on=based_on,
             based_on_by=based_on_by,
             based_on_at=based_on_at,
-            unusable_model_boxes=sum(b.label not in BOX_CLASSES for b in model_boxes),
+            unusable_model_boxes=sum(b.label not in box_classes() for b in model_boxes),
         )
 
 
@@ -392,7 +369,7 @@ def save_correction(
 
     ``labels`` must give every finding of the study's diagnosis one of ``FINDING_LABELS``; ``boxes`` are
     :class:`CorrectedBox` (or ``{"label", "x1", "y1", "x2", "y2"}``) in the original image's pixels, inside
-    the image, with an area, labelled with a detector class (``BOX_CLASSES``); ``note`` is free text.
+    the image, with an area, labelled with a detector class (:func:`box_classes`); ``note`` is free text.
     With ``mark_reviewed`` the study becomes 'reviewed' (agrees with the model) or 'corrected'; without it
     the row is a draft and the status stays. Raises ``ValidationError`` (nothing saved), ``NotFound``, or
     ``ConflictError`` when the study's version is no longer ``expected_version`` (someone saved meanwhile).
@@ -430,7 +407,7 @@ def save_correction(
                 study_id=study.id,
                 diagnosis_id=diagnosis.id,
                 labels=clean_labels,
-                boxes=[b.as_dict() for b in checked_boxes],
+                boxes=[b.to_json() for b in checked_boxes],
                 note=clean_note,
                 reviewed=mark_reviewed,
                 status=study.status,
@@ -473,45 +450,3 @@ def correction_history(study_id: int) -> tuple[CorrectionView, ...]:
                 diagnoses[c.diagnosis_id] = session.get(models.Diagnosis, c.diagnosis_id)  # type: ignore[assignment]
             views.append(_view(c, username, diagnoses[c.diagnosis_id]))
         return tuple(views)
-
-
-def _logit(p: float) -> float:
-    p = min(max(p, _LOGIT_EPS), 1.0 - _LOGIT_EPS)
-    return math.log(p / (1.0 - p))
-
-
-def review_queue(limit: int = 50) -> tuple[QueueItem, ...]:
-    """Unreviewed studies (status 'new'), least certain first, for doctors to label where it teaches most.
-
-    Rule (margin sampling on the calibrated probabilities): first the studies whose triage is marked
-    *uncertain* (a deciding cut within reach, or an image near the out-of-scope limit: the rule itself was
-    unsure), then by ``margin`` = the smallest |logit(p) - logit(threshold)| over the findings (the read
-    closest to flipping a finding), then oldest first. At most ``QUEUE_SCAN_LIMIT`` of the oldest
-    unreviewed studies are ranked.
-    """
-    store = storage.FileStore()
-    with session_scope() as session:
-        rows = repo.new_studies_with_latest_diagnosis(session, QUEUE_SCAN_LIMIT)
-        items = []
-        for s, d, p in rows:
-            findings = findings_of(d)
-            closest = min(findings, key=lambda f: abs(_logit(f.probability) - _logit(f.threshold)))
-            items.append(
-                QueueItem(
-                    study_id=s.id,
-                    patient_id=p.patient_id,
-                    patient_name=patient_name(p),
-                    uploaded_at=s.uploaded_at,
-                    triage_level=d.triage_level,
-                    uncertain=d.uncertain,
-                    uncertain_reason=d.uncertain_reason,
-                    margin=abs(_logit(closest.probability) - _logit(closest.threshold)),
-                    closest_finding=closest.name,
-                    closest_probability=closest.probability,
-                    closest_threshold=closest.threshold,
-                    flagged=tuple(d.flagged),
-                    thumbnail_path=store.absolute(s.thumbnail_path),
-                )
-            )
-    items.sort(key=lambda i: (not i.uncertain, i.margin, i.uploaded_at, i.study_id))
-    return tuple(items[: max(1, min(limit, 1000))])

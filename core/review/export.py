@@ -48,7 +48,7 @@ from core.config import get_settings
 from core.errors import AppError
 from core.imaging import storage
 from core.ml.registry import active_model_dir
-from core.review.corrections import BOX_CLASSES, PRESENT, UNCERTAIN
+from core.review.corrections import PRESENT, UNCERTAIN, box_classes
 from db import repository as repo
 from db.base import utcnow
 from db.session import session_scope
@@ -182,10 +182,11 @@ def _yolo_lines(row: _Reviewed) -> list[str]:
     # Normalised by the original frame: the same numbers as by the resized image (each axis was scaled by
     # the resized size / the original size, which cancels).
     lines = []
+    classes = box_classes()
     for b in row.boxes:
         x1, x2 = (min(max(float(b[k]) / row.width, 0.0), 1.0) for k in ("x1", "x2"))
         y1, y2 = (min(max(float(b[k]) / row.height, 0.0), 1.0) for k in ("y1", "y2"))
-        index = BOX_CLASSES.index(b["label"])
+        index = classes.index(b["label"])
         lines.append(f"{index} {(x1 + x2) / 2:.6f} {(y1 + y2) / 2:.6f} {x2 - x1:.6f} {y2 - y1:.6f}")
     return lines
 
@@ -203,9 +204,10 @@ def _write(
     """Write the images, labels and YOLO files into ``tmp``; returns (counts, skipped)."""
     for folder in ("images", "yolo/images", "yolo/labels"):
         (tmp / folder).mkdir(parents=True)
-    (tmp / "yolo" / "classes.txt").write_text("".join(f"{c}\n" for c in BOX_CLASSES))
+    classes = box_classes()  # the active detector's, from its card
+    (tmp / "yolo" / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
     positives = dict.fromkeys(findings, 0)
-    per_class = dict.fromkeys(BOX_CLASSES, 0)
+    per_class = dict.fromkeys(classes, 0)
     skipped: list[dict[str, Any]] = []
     # One image, one set of labels: of a film in several records, the newest reviewed reading is kept.
     newest: dict[str, _Reviewed] = {}
@@ -291,7 +293,7 @@ def export_reviewed(out_dir: Path | str, actor: AuthenticatedUser) -> ExportMani
             "counts": counts,
             "classifier_version": version,
             "classifier_findings": list(findings),
-            "detector_classes": list(BOX_CLASSES),
+            "detector_classes": list(box_classes()),
             "image_max_side": MAX_SIDE,
             "skipped": skipped,
             "files": files,

@@ -1,31 +1,34 @@
-"""X-ray use cases: diagnose an upload into a patient's record, the patient's imaging history, the
-emergency worklist, and one study's result.
+"""X-ray use cases: diagnose an upload into a patient's record, one study's result, the patient's imaging
+history.
 
 Each public function is one user action with its own transaction(s) and returns frozen DTOs (plain values
 and absolute file paths), never ORM objects. Nothing here imports Streamlit: the upload page, the command
 line (``python -m core diagnose --patient``) and ``scripts/bench_diagnose.py`` all call
-:func:`diagnose_upload`.
+:func:`diagnose_upload`, which reads as four steps: check (the patient, the visit, an image already in the
+record, a DICOM naming another patient) -> analyse (the models and triage) -> render (the display files,
+:mod:`core.xray.render`) -> save.
 
 Saving is atomic across the file system and the database: the files are written first (content
 addressed, each atomically, see :mod:`core.imaging.storage`), then the study, its diagnosis and the audit row are
 inserted in one transaction; if anything fails, the transaction rolls back and the files this call created
 are removed (never one that already existed for another study). A crash between the two leaves, at worst,
 unreferenced content-addressed files, never a row pointing at a missing file.
+
+The worklist lives in :mod:`core.xray.queues` and the renderings in :mod:`core.xray.render`; the names
+callers used from here before the split (``worklist``, ``heatmap_image``, ``HeatMap``, ``PREVIEW_MAX_SIDE``,
+``THUMBNAIL_SIDE``) are re-exported.
 """
 
 from __future__ import annotations
 
-import io
 import logging
-import re
 import time
-from dataclasses import asdict, dataclass, replace
-from datetime import date, datetime
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,11 +37,15 @@ from core.audit import write as write_audit
 from core.auth import AuthenticatedUser
 from core.config import get_settings
 from core.errors import AppError, NotFound, ValidationError
-from core.imaging import storage
+from core.imaging import dicom, storage
 from core.ml import inference, triage
-from core.ml.classifier import Classifier, overlay_heatmap
-from core.ml.detector import Detection, draw_detections
+from core.ml.boxes import Box
+from core.ml.classifier import Classifier
 from core.validation import normalize_patient_id
+from core.xray import render
+from core.xray.queues import worklist
+from core.xray.render import PREVIEW_MAX_SIDE, THUMBNAIL_SIDE, HeatMap, heatmap_image
+from core.xray.stored import FindingRead, boxes_of, findings_of, patient_name
 from db import models
 from db import repository as repo
 from db.models import STUDY_STATUSES
@@ -46,16 +53,12 @@ from db.session import session_scope
 
 log = logging.getLogger(__name__)
 
-#: Longest side of the stored display image. A 3000 x 3000 detector image is shown (and zoomed) from
-#: this; the original stays on disk untouched.
-PREVIEW_MAX_SIDE = 2048
-THUMBNAIL_SIDE = 256
-JPEG_QUALITY = 90
-WORKLIST_LIMIT = 200
 _SUFFIX = {"png": ".png", "jpeg": ".jpg", "dicom": ".dcm"}
 
 __all__ = [
+    "PREVIEW_MAX_SIDE",
     "STUDY_STATUSES",
+    "THUMBNAIL_SIDE",
     "Box",
     "DiagnosisView",
     "FindingRead",
@@ -63,11 +66,13 @@ __all__ = [
     "PatientMismatch",
     "ProbabilityPoint",
     "StudySummary",
-    "WorklistItem",
+    "boxes_of",
     "diagnose_upload",
+    "findings_of",
     "get_diagnosis",
     "heatmap_image",
     "patient_history",
+    "patient_name",
     "probability_series",
     "warm_up",
     "worklist",
@@ -90,37 +95,6 @@ class PatientMismatch(AppError):
 
 
 @dataclass(frozen=True)
-class FindingRead:
-    """One finding as the classifier read it."""
-
-    name: str
-    probability: float
-    threshold: float
-    urgent: bool  # the model card marks the finding as driving triage
-
-    @property
-    def label(self) -> str:
-        return self.name.replace("_", " ")
-
-    @property
-    def flagged(self) -> bool:
-        """At or over its threshold."""
-        return self.probability >= self.threshold
-
-
-@dataclass(frozen=True)
-class Box:
-    """A detected region in the original image's pixels."""
-
-    label: str
-    confidence: float
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-
-
-@dataclass(frozen=True)
 class DiagnosisView:
     """A study and its (newest) diagnosis, as the result page shows it."""
 
@@ -139,7 +113,7 @@ class DiagnosisView:
     sha256: str
     dicom: dict[str, Any] | None
     findings: tuple[FindingRead, ...]  # model card order
-    boxes: tuple[Box, ...]  # most confident first
+    boxes: tuple[Box, ...]  # the detector's, scored, most confident first
     triage_level: str
     uncertain: bool
     uncertain_reason: str
@@ -184,14 +158,7 @@ class DiagnosisView:
             "flagged": [f.name for f in self.flagged],
             "top3": [{"finding": f.name, "probability": round(f.probability, 4)} for f in self.top3],
             "scope_score": round(self.scope_score, 3),
-            "detections": [
-                {
-                    "label": b.label,
-                    "confidence": round(b.confidence, 4),
-                    "box": [round(v, 1) for v in (b.x1, b.y1, b.x2, b.y2)],
-                }
-                for b in self.boxes
-            ],
+            "detections": [b.to_json() for b in self.boxes],
             "triage": {
                 "level": self.triage_level,
                 "uncertain": self.uncertain,
@@ -237,23 +204,6 @@ class ProbabilityPoint:
     threshold: float
 
 
-@dataclass(frozen=True)
-class WorklistItem:
-    """An unreviewed study in the emergency worklist."""
-
-    study_id: int
-    patient_id: str
-    patient_name: str
-    uploaded_at: datetime
-    triage_level: str
-    uncertain: bool
-    uncertain_reason: str
-    top_finding: str
-    top_probability: float
-    flagged: tuple[str, ...]
-    thumbnail_path: Path
-
-
 # ---------------------------------------------------------------- helpers
 
 
@@ -263,102 +213,6 @@ def _load_patient(session: Session, patient_id: str) -> models.Patient:
     if patient is None:
         raise NotFound(f"No patient with ID {key or patient_id!r}.")
     return patient
-
-
-def patient_name(p: models.Patient) -> str:
-    """How pages show a patient: FAMILY, Given."""
-    return f"{p.family_name.upper()}, {p.given_name}"
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, date | datetime):
-        return value.isoformat()
-    return value
-
-
-def _dicom_document(info: imaging.DicomInfo | None) -> dict[str, Any] | None:
-    if info is None:
-        return None
-    document = {k: _jsonable(v) for k, v in asdict(info).items()}
-    document["transfer_syntax_name"] = info.transfer_syntax_name
-    return document
-
-
-def _dicom_patient_id(data: bytes) -> str | None:
-    """The Patient ID of a DICOM file from its header alone (no pixel decoding), else ``None``."""
-    if imaging.sniff_format(data) != "dicom":
-        return None
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=data.startswith(b"DICM"))
-    except Exception:  # the reader gives the proper refusal when the file is analysed
-        return None
-    value = str(ds.get("PatientID") or "").strip()
-    return value or None
-
-
-def _encode_jpeg(image: Image.Image) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format="JPEG", quality=JPEG_QUALITY)
-    return out.getvalue()
-
-
-@dataclass(frozen=True)
-class _Rendered:
-    preview: bytes
-    thumbnail: bytes
-    overlay: bytes | None
-    cams: bytes
-
-
-def _render(image: imaging.XrayImage, analysis: inference.Analysis, classifier: Classifier) -> _Rendered:
-    """The display files of one analysis, in memory (written to disk only by the save)."""
-    grey = Image.fromarray(imaging.to_uint8(image.pixels))
-    scale = 1.0
-    if max(grey.size) > PREVIEW_MAX_SIDE:
-        scale = PREVIEW_MAX_SIDE / max(grey.size)
-        grey = grey.resize(
-            (round(grey.width * scale), round(grey.height * scale)),
-            Image.Resampling.BILINEAR,
-            reducing_gap=2.0,
-        )
-    thumb = grey.copy()
-    thumb.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BILINEAR)
-    overlay = None
-    found = analysis.detection.detections if analysis.detection is not None else ()
-    if found:
-        scaled = [
-            Detection(d.label, d.confidence, d.x1 * scale, d.y1 * scale, d.x2 * scale, d.y2 * scale)
-            for d in found
-        ]
-        shown = np.asarray(grey, dtype=np.float32) / 255.0
-        overlay = _encode_jpeg(draw_detections(shown, scaled, max_side=max(grey.size)))
-    result = analysis.classification
-    cams = np.stack([classifier.heatmap(result, name) for name in classifier.finding_names]).astype(
-        np.float16
-    )
-    buffer = io.BytesIO()
-    np.savez(buffer, names=np.array(classifier.finding_names), cams=cams)
-    return _Rendered(_encode_jpeg(grey), _encode_jpeg(thumb), overlay, buffer.getvalue())
-
-
-def findings_of(diagnosis: models.Diagnosis) -> tuple[FindingRead, ...]:
-    """A stored diagnosis's findings in model card order."""
-    # ``thresholds`` is a list in model card order (PostgreSQL's JSONB does not keep an object's key order).
-    return tuple(
-        FindingRead(
-            t["name"], float(diagnosis.probabilities[t["name"]]), float(t["threshold"]), bool(t["urgent"])
-        )
-        for t in diagnosis.thresholds
-    )
-
-
-def boxes_of(diagnosis: models.Diagnosis) -> tuple[Box, ...]:
-    """A stored diagnosis's detector boxes, in the original image's pixels."""
-    return tuple(
-        Box(d["label"], float(d["confidence"]), *(float(v) for v in d["box"])) for d in diagnosis.detections
-    )
 
 
 def _view(
@@ -449,11 +303,63 @@ def diagnose_upload(
     recognised by its sha256 and its saved result returned with ``duplicate=True``; nothing is re-saved.
     """
     t0 = time.perf_counter()
+    store = storage.FileStore(get_settings().data_dir)
+    upload = _check(patient_id, data, filename, actor, confirm_patient_mismatch, visit_id, store)
+    if upload.duplicate is not None:
+        return upload.duplicate
+    analysed = _analyse(data, filename)
+    t1 = time.perf_counter()
+    rendered = _render(analysed)
+    t2 = time.perf_counter()
+    timings = {
+        **{k: round(v, 1) for k, v in analysed.analysis.timing_ms.items() if k != "total"},
+        "analysis": round((t1 - t0) * 1e3, 1),
+        "render": round((t2 - t1) * 1e3, 1),
+    }
+    view = _save(upload, analysed, rendered, timings, actor, store)
+    if view.duplicate:  # saved meanwhile by a concurrent upload of the same image
+        return view
+    timing = {**view.timing_ms, "total": round((time.perf_counter() - t0) * 1e3, 1)}
+    return replace(view, timing_ms=timing, notes=analysed.analysis.image.notes)
+
+
+@dataclass(frozen=True)
+class _Upload:
+    """What the check established about an upload."""
+
+    data: bytes
+    filename: str
+    digest: str  # sha256 hex of ``data``
+    patient_id: str  # normalised
+    visit_id: int | None
+    detail: str  # for the audit row: why a DICOM naming another patient was saved anyway
+    duplicate: DiagnosisView | None = None  # the image is already in the record: its saved result
+
+
+@dataclass(frozen=True)
+class _Analysed:
+    """The models' read of an accepted upload."""
+
+    classifier: Classifier
+    analysis: inference.Analysis
+    assessment: triage.Triage
+
+
+def _check(
+    patient_id: str,
+    data: bytes,
+    filename: str,
+    actor: AuthenticatedUser,
+    confirm_patient_mismatch: bool,
+    visit_id: int | None,
+    store: storage.FileStore,
+) -> _Upload:
+    """Step 1: the size, the patient and the visit, an image already in the record (audited and returned
+    as ``duplicate``), and a DICOM naming another patient (refused unless confirmed)."""
     settings = get_settings()
     if not data or len(data) > settings.max_upload_mb * 1024 * 1024:
         imaging.read_image(data, filename)  # raises the typed refusal before anything is hashed or saved
     digest = storage.sha256_hex(data)
-    store = storage.FileStore(settings.data_dir)
     with session_scope() as session:
         patient = _load_patient(session, patient_id)
         key, patient_pk = patient.patient_id, patient.id
@@ -465,29 +371,46 @@ def diagnose_upload(
         if existing is not None:
             reupload = "the same image was uploaded again"
             write_audit(session, actor, "view", "study", existing.id, patient_id=key, detail=reupload)
-            return replace(_existing_view(session, existing, patient, store), duplicate=True)
+            duplicate = replace(_existing_view(session, existing, patient, store), duplicate=True)
+            return _Upload(data, filename, digest, key, visit_id, "", duplicate)
 
-    dicom_pid = _dicom_patient_id(data)
+    dicom_pid = dicom.header_patient_id(data)
     mismatch = dicom_pid is not None and normalize_patient_id(dicom_pid) != key
     if mismatch and not confirm_patient_mismatch:
         # A file that will be refused anyway is refused now: nobody should confirm an unusable image.
         imaging.read_chest_xray(data, filename)
         raise PatientMismatch(str(dicom_pid), key)
+    detail = f"DICOM patient ID {dicom_pid!r} differs from {key}; saved on confirmation" if mismatch else ""
+    return _Upload(data, filename, digest, key, visit_id, detail)
 
+
+def _analyse(data: bytes, filename: str) -> _Analysed:
+    """Step 2: read and check the image, run the active models, triage the read."""
     classifier = inference.get_classifier()
     analysis = inference.analyze(data, filename, classifier=classifier)
+    return _Analysed(classifier, analysis, triage.assess_classification(classifier, analysis.classification))
+
+
+def _render(analysed: _Analysed) -> render.Rendered:
+    """Step 3: the display files (preview, thumbnail, boxes overlay, heat maps), in memory."""
+    return render.render(analysed.analysis.image, analysed.analysis, analysed.classifier)
+
+
+def _save(
+    upload: _Upload,
+    analysed: _Analysed,
+    rendered: render.Rendered,
+    timings: dict[str, float],
+    actor: AuthenticatedUser,
+    store: storage.FileStore,
+) -> DiagnosisView:
+    """Step 4: the files, then the study, its diagnosis and the audit row in one transaction (see the module
+    docstring); an upload of the same image that won a race is returned as ``duplicate``."""
+    t_files = time.perf_counter()
+    data, key, digest = upload.data, upload.patient_id, upload.digest
+    classifier, analysis, tri = analysed.classifier, analysed.analysis, analysed.assessment
     result, image = analysis.classification, analysis.image
-    t1 = time.perf_counter()
-    tri = triage.assess_classification(classifier, result)
-    rendered = _render(image, analysis, classifier)
-    t2 = time.perf_counter()
-    timings = {
-        **{k: round(v, 1) for k, v in analysis.timing_ms.items() if k != "total"},
-        "analysis": round((t1 - t0) * 1e3, 1),
-        "render": round((t2 - t1) * 1e3, 1),
-    }
     found = analysis.detection.detections if analysis.detection is not None else ()
-    detail = f"DICOM patient ID {dicom_pid!r} differs from {key}; saved on confirmation" if mismatch else ""
     suffix = _SUFFIX[image.source_format]
 
     with storage.save_lock, storage.staged(store, still_needed=_still_referenced) as files:
@@ -496,25 +419,25 @@ def diagnose_upload(
         thumbnail = files.put(rendered.thumbnail, storage.RENDERS, ".jpg")
         overlay = files.put(rendered.overlay, storage.RENDERS, ".jpg") if rendered.overlay else None
         cams = files.put(rendered.cams, storage.RENDERS, ".npz")
-        timings["files"] = round((time.perf_counter() - t2) * 1e3, 1)
+        timings["files"] = round((time.perf_counter() - t_files) * 1e3, 1)
         try:
             with session_scope() as session:
                 patient = _load_patient(session, key)
                 study = repo.add_study(
                     session,
                     patient_pk=patient.id,
-                    visit_pk=visit_id,
+                    visit_pk=upload.visit_id,
                     sha256=digest,
                     file_path=original,
                     preview_path=preview,
                     thumbnail_path=thumbnail,
-                    original_filename=(filename or "")[: models.LIMITS["original_filename"]],
+                    original_filename=(upload.filename or "")[: models.LIMITS["original_filename"]],
                     source_format=image.source_format,
                     byte_size=len(data),
                     # as analysed (after any EXIF rotation): the frame the boxes are in
                     width=image.shape[1],
                     height=image.shape[0],
-                    dicom=_dicom_document(image.dicom),
+                    dicom=image.dicom.as_document() if image.dicom is not None else None,
                     uploaded_by=actor.id,
                 )
                 diagnosis = repo.add_diagnosis(
@@ -529,11 +452,19 @@ def diagnose_upload(
                     ],
                     flagged=list(result.flagged),
                     top3=[[n, round(p, 6)] for n, p in result.top3],
-                    detections=[d.as_dict() for d in found],
+                    detections=[d.to_json() for d in found],
                     triage_level=tri.level,
                     uncertain=tri.uncertain,
                     uncertain_reason=tri.reason[: models.LIMITS["triage_reason"]],
-                    triage_rule={**tri.rule, "explanation": tri.explanation, "drivers": list(tri.drivers)},
+                    triage_rule={
+                        **tri.rule,
+                        "explanation": tri.explanation,
+                        "drivers": list(tri.drivers),
+                        "likely": list(tri.likely),
+                        "possible": list(tri.possible),
+                    },
+                    abnormality=tri.abnormality,
+                    urgency=tri.urgency,
                     scope_score=result.scope_score,
                     scope_limit=classifier.scope.threshold,
                     timings=timings,
@@ -556,9 +487,9 @@ def diagnose_upload(
                         "models": analysis.models,
                         "diagnosis_id": diagnosis.id,
                     },
-                    detail=detail,
+                    detail=upload.detail,
                 )
-                view = _view(session, study, diagnosis, patient, store)
+                return _view(session, study, diagnosis, patient, store)
         except IntegrityError:
             # Saved meanwhile by a concurrent upload of the same image for this patient: show that one.
             files.discard()
@@ -568,8 +499,6 @@ def diagnose_upload(
                 if again is None:
                     raise
                 return replace(_existing_view(session, again, patient, store), duplicate=True)
-    timing = {**view.timing_ms, "total": round((time.perf_counter() - t0) * 1e3, 1)}
-    return replace(view, timing_ms=timing, notes=image.notes)
 
 
 def get_diagnosis(study_id: int, actor: AuthenticatedUser, *, audit: bool = True) -> DiagnosisView:
@@ -623,61 +552,3 @@ def probability_series(patient_id: str) -> tuple[ProbabilityPoint, ...]:
             for s, d in reversed(rows)
             for t in d.thresholds
         )
-
-
-def worklist(limit: int = WORKLIST_LIMIT) -> tuple[WorklistItem, ...]:
-    """Unreviewed studies of every patient: most pressing triage level first, then longest waiting."""
-    store = storage.FileStore()
-    with session_scope() as session:
-        rows = repo.unreviewed_studies(session, triage.LEVELS, max(1, min(limit, 1000)))
-        items = []
-        for s, d, p in rows:
-            top_name, top_p = d.top3[0] if d.top3 else ("", 0.0)
-            items.append(
-                WorklistItem(
-                    study_id=s.id,
-                    patient_id=p.patient_id,
-                    patient_name=patient_name(p),
-                    uploaded_at=s.uploaded_at,
-                    triage_level=d.triage_level,
-                    uncertain=d.uncertain,
-                    uncertain_reason=d.uncertain_reason,
-                    top_finding=str(top_name),
-                    top_probability=float(top_p),
-                    flagged=tuple(d.flagged),
-                    thumbnail_path=store.absolute(s.thumbnail_path),
-                )
-            )
-        return tuple(items)
-
-
-_SAFE = re.compile(r"[^A-Za-z0-9_-]+")
-
-
-@dataclass(frozen=True)
-class HeatMap:
-    """A finding's heat map blended over the film; ``flat`` when the map is zero everywhere (no region of
-    the film raised that finding's score, so there is nothing to show)."""
-
-    finding: str
-    path: Path
-    flat: bool
-
-
-def heatmap_image(view: DiagnosisView, finding: str) -> HeatMap:
-    """``finding``'s heat map over the display image (rendered once, then cached on disk)."""
-    if view.heatmap_path is None:
-        raise NotFound("This diagnosis has no heat maps.")
-    if finding not in [f.name for f in view.findings]:
-        raise NotFound(f"No finding {finding!r} in this diagnosis.")
-    with np.load(view.heatmap_path) as saved:  # a few hundred bytes: cheaper than a lookup elsewhere
-        index = [str(n) for n in saved["names"]].index(finding)
-        cam = saved["cams"][index].astype(np.float32)
-
-    def render() -> bytes:
-        base = np.asarray(Image.open(view.preview_path).convert("L"), dtype=np.float32) / 255.0
-        return _encode_jpeg(overlay_heatmap(base, cam, max_side=PREVIEW_MAX_SIDE))
-
-    name = _SAFE.sub("_", finding)
-    path = storage.FileStore().cached(f"{storage.CACHE}/heat/{view.diagnosis_id}/{name}.jpg", render)
-    return HeatMap(finding, path, flat=not bool(cam.max() > 0))

@@ -1,0 +1,98 @@
+"""The studies waiting for a doctor (status 'new'), in two orders: one item type, two orderings.
+
+* :func:`worklist`: the emergency worklist, most pressing triage level first, then longest waiting.
+* :func:`review_queue`: the review queue, least certain first, for doctors to label where it teaches most.
+
+Both return frozen :class:`QueueItem` rows; nothing here imports Streamlit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from core.imaging import storage
+from core.ml import triage
+from core.ml.probability import logit
+from core.xray.stored import findings_of, patient_name
+from db import models
+from db import repository as repo
+from db.session import session_scope
+
+WORKLIST_LIMIT = 200
+#: How many of the oldest unreviewed studies the review queue ranks (far more than an ED accumulates).
+QUEUE_SCAN_LIMIT = 5000
+
+__all__ = ["QUEUE_SCAN_LIMIT", "WORKLIST_LIMIT", "QueueItem", "review_queue", "worklist"]
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """An unreviewed study: who, when, the read's triage and top finding, and how close it is to flipping
+    a finding (``margin``: min over findings of |logit(p) - logit(threshold)|, the review queue's key)."""
+
+    study_id: int
+    patient_id: str
+    patient_name: str
+    uploaded_at: datetime
+    triage_level: str
+    uncertain: bool
+    uncertain_reason: str
+    top_finding: str
+    top_probability: float
+    flagged: tuple[str, ...]
+    thumbnail_path: Path
+    margin: float
+    closest_finding: str
+    closest_probability: float
+    closest_threshold: float
+
+
+def _item(s: models.Study, d: models.Diagnosis, p: models.Patient, store: storage.FileStore) -> QueueItem:
+    top_name, top_p = d.top3[0] if d.top3 else ("", 0.0)
+    findings = findings_of(d)
+    closest = min(findings, key=lambda f: abs(logit(f.probability) - logit(f.threshold)), default=None)
+    return QueueItem(
+        study_id=s.id,
+        patient_id=p.patient_id,
+        patient_name=patient_name(p),
+        uploaded_at=s.uploaded_at,
+        triage_level=d.triage_level,
+        uncertain=d.uncertain,
+        uncertain_reason=d.uncertain_reason,
+        top_finding=str(top_name),
+        top_probability=float(top_p),
+        flagged=tuple(d.flagged),
+        thumbnail_path=store.absolute(s.thumbnail_path),
+        margin=abs(logit(closest.probability) - logit(closest.threshold)) if closest else math.inf,
+        closest_finding=closest.name if closest else "",
+        closest_probability=closest.probability if closest else 0.0,
+        closest_threshold=closest.threshold if closest else 0.0,
+    )
+
+
+def worklist(limit: int = WORKLIST_LIMIT) -> tuple[QueueItem, ...]:
+    """Unreviewed studies of every patient: most pressing triage level first, then longest waiting."""
+    store = storage.FileStore()
+    with session_scope() as session:
+        rows = repo.unreviewed_studies(session, triage.LEVELS, max(1, min(limit, 1000)))
+        return tuple(_item(s, d, p, store) for s, d, p in rows)
+
+
+def review_queue(limit: int = 50) -> tuple[QueueItem, ...]:
+    """Unreviewed studies (status 'new'), least certain first, for doctors to label where it teaches most.
+
+    Rule (margin sampling on the calibrated probabilities): first the studies whose triage is marked
+    *uncertain* (a deciding cut within reach, or an image near the out-of-scope limit: the rule itself was
+    unsure), then by ``margin`` = the smallest |logit(p) - logit(threshold)| over the findings (the read
+    closest to flipping a finding), then oldest first. At most ``QUEUE_SCAN_LIMIT`` of the oldest
+    unreviewed studies are ranked.
+    """
+    store = storage.FileStore()
+    with session_scope() as session:
+        rows = repo.new_studies_with_latest_diagnosis(session, QUEUE_SCAN_LIMIT)
+        items = [_item(s, d, p, store) for s, d, p in rows]
+    items.sort(key=lambda i: (not i.uncertain, i.margin, i.uploaded_at, i.study_id))
+    return tuple(items[: max(1, min(limit, 1000))])

@@ -1,0 +1,117 @@
+"""The display files of a study: the grey preview and thumbnail, the boxes overlay and the heat maps.
+
+Everything here is rendered in memory from the analysed image; :mod:`core.xray.diagnosis` writes the files
+(content addressed) when it saves the study. A finding's heat map over the film is rendered on first view
+and cached on disk (:func:`heatmap_image`).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from core import imaging
+from core.errors import NotFound
+from core.imaging import storage
+from core.ml import inference
+from core.ml.classifier import Classifier, overlay_heatmap
+from core.ml.detector import draw_detections
+
+if TYPE_CHECKING:
+    from core.xray.diagnosis import DiagnosisView
+
+#: Longest side of the stored display image. A 3000 x 3000 detector image is shown (and zoomed) from
+#: this; the original stays on disk untouched.
+PREVIEW_MAX_SIDE = 2048
+THUMBNAIL_SIDE = 256
+JPEG_QUALITY = 90
+_SAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+__all__ = [
+    "JPEG_QUALITY",
+    "PREVIEW_MAX_SIDE",
+    "THUMBNAIL_SIDE",
+    "HeatMap",
+    "Rendered",
+    "heatmap_image",
+    "render",
+]
+
+
+def encode_jpeg(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=JPEG_QUALITY)
+    return out.getvalue()
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The display files of one analysis, encoded: JPEGs, and the heat maps as an ``.npz``."""
+
+    preview: bytes
+    thumbnail: bytes
+    overlay: bytes | None  # the preview with the detector's boxes; None when there were none
+    cams: bytes
+
+
+def render(image: imaging.XrayImage, analysis: inference.Analysis, classifier: Classifier) -> Rendered:
+    """The display files of one analysis, in memory (written to disk only by the save)."""
+    grey = Image.fromarray(imaging.to_uint8(image.pixels))
+    scale = 1.0
+    if max(grey.size) > PREVIEW_MAX_SIDE:
+        scale = PREVIEW_MAX_SIDE / max(grey.size)
+        grey = grey.resize(
+            (round(grey.width * scale), round(grey.height * scale)),
+            Image.Resampling.BILINEAR,
+            reducing_gap=2.0,
+        )
+    thumb = grey.copy()
+    thumb.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BILINEAR)
+    overlay = None
+    found = analysis.detection.detections if analysis.detection is not None else ()
+    if found:
+        scaled = [d.scaled(scale) for d in found]
+        shown = np.asarray(grey, dtype=np.float32) / 255.0
+        overlay = encode_jpeg(draw_detections(shown, scaled, max_side=max(grey.size)))
+    result = analysis.classification
+    cams = np.stack([classifier.heatmap(result, name) for name in classifier.finding_names]).astype(
+        np.float16
+    )
+    buffer = io.BytesIO()
+    np.savez(buffer, names=np.array(classifier.finding_names), cams=cams)
+    return Rendered(encode_jpeg(grey), encode_jpeg(thumb), overlay, buffer.getvalue())
+
+
+@dataclass(frozen=True)
+class HeatMap:
+    """A finding's heat map blended over the film; ``flat`` when the map is zero everywhere (no region of
+    the film raised that finding's score, so there is nothing to show)."""
+
+    finding: str
+    path: Path
+    flat: bool
+
+
+def heatmap_image(view: DiagnosisView, finding: str) -> HeatMap:
+    """``finding``'s heat map over the display image (rendered once, then cached on disk)."""
+    if view.heatmap_path is None:
+        raise NotFound("This diagnosis has no heat maps.")
+    if finding not in [f.name for f in view.findings]:
+        raise NotFound(f"No finding {finding!r} in this diagnosis.")
+    with np.load(view.heatmap_path) as saved:  # a few hundred bytes: cheaper than a lookup elsewhere
+        index = [str(n) for n in saved["names"]].index(finding)
+        cam = saved["cams"][index].astype(np.float32)
+
+    def draw() -> bytes:
+        base = np.asarray(Image.open(view.preview_path).convert("L"), dtype=np.float32) / 255.0
+        return encode_jpeg(overlay_heatmap(base, cam, max_side=PREVIEW_MAX_SIDE))
+
+    name = _SAFE.sub("_", finding)
+    path = storage.FileStore().cached(f"{storage.CACHE}/heat/{view.diagnosis_id}/{name}.jpg", draw)
+    return HeatMap(finding, path, flat=not bool(cam.max() > 0))
