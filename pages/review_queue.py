@@ -8,7 +8,8 @@ from pathlib import Path
 import streamlit as st
 
 from core.errors import AppError
-from core.review import corrections, export
+from core.review import export
+from core.xray import queues
 from ui import fmt, session, xray_views
 
 EXPORT = "cx.export"  # path of the zip of this session's last export (a str)
@@ -21,7 +22,7 @@ st.caption(
     "is closest to flipping a finding (the smallest log-odds distance of any finding from its threshold)."
 )
 
-items = corrections.review_queue()
+items = queues.review_queue()
 if not items:
     st.info("No X-ray is waiting for review.", icon=":material/task_alt:")
 widths = [2, 3, 4, 1.5, 1.3]

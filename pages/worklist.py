@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.xray import diagnosis
+from core.xray import queues
 from ui import fmt, session, xray_views
 
 user = session.require_user()
@@ -16,7 +16,7 @@ st.caption(
 
 @st.fragment(run_every=60)
 def worklist() -> None:
-    items = diagnosis.worklist()
+    items = queues.worklist()
     if not items:
         st.info("No X-ray is waiting for review.", icon=":material/task_alt:")
         return
