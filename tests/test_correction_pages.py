@@ -17,7 +17,7 @@ from core.review import export
 from core.xray import diagnosis as dx
 from db import models
 from db.session import session_scope
-from tests.support.apptest import APP, TIMEOUT, login, texts
+from tests.support.apptest import login, texts
 from tests.support.db import TestAccount
 from tests.support.stubs import StubDetector
 from tests.support.xray_samples import png_variant
@@ -211,15 +211,6 @@ def test_an_admin_exports_reviewed_studies_from_the_queue_page(
     archive = at.session_state["cx.export"]
     assert archive.endswith(".zip") and archive.startswith(str(export.default_export_dir().parent))
     assert len(at.get("download_button")) == 1
-
-
-def test_review_pages_need_a_login(study: dx.DiagnosisView) -> None:
-    for page in (session.REVIEW_PAGE, session.QUEUE_PAGE):
-        at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-        at.session_state[session.STUDY_ID] = study.study_id
-        at.switch_page(page).run()
-        assert not at.exception, at.exception
-        assert {"Username", "Password"} <= {box.label for box in at.text_input}
 
 
 def test_boxes_from_the_editor_are_saved_in_the_films_pixels(

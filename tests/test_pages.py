@@ -13,12 +13,17 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import records
+from core.ml import inference
 from core.records import AllergyInput, Demographics
+from core.xray import diagnosis
 from db import models
 from db.session import session_scope
 from tests.support.apptest import ROOT, TIMEOUT, login, shows_login_form, start, submit_login, texts
 from tests.support.db import TestAccount
+from tests.support.stubs import StubDetector
+from tests.support.xray_samples import png_variant
 from ui import fmt, forms, session
+from ui.navigation import ROUTES
 
 MakeUser = Callable[..., TestAccount]
 MakePatient = Callable[..., records.PatientRecord]
@@ -102,11 +107,18 @@ def test_five_wrong_passwords_lock_the_account_with_the_unlock_time(
     assert session.USER not in at.session_state
 
 
-@pytest.mark.parametrize("page", ["pages/record.py", "pages/audit.py", "pages/patients.py"])
-def test_a_page_opened_without_login_shows_only_the_login_form(make_patient: MakePatient, page: str) -> None:
+@pytest.mark.parametrize("page", [route.path for route in ROUTES])
+def test_a_page_opened_without_login_shows_only_the_login_form(
+    make_patient: MakePatient, make_user: MakeUser, monkeypatch: pytest.MonkeyPatch, page: str
+) -> None:
+    """Every route app.py registers (ui/navigation.py), so a new page is covered the moment it is listed."""
     make_patient("ED-7", given_name="Hidden", family_name="Person")
+    monkeypatch.setattr(inference, "detector_configured", lambda: True)
+    monkeypatch.setattr(inference, "get_detector", lambda _model_dir=None: StubDetector())
+    film = diagnosis.diagnose_upload("ED-7", png_variant(0), "chest.png", make_user("dr.uploader").user)
     at = start()
     at.session_state[session.PATIENT_ID] = "ED-7"  # as if a stale tab still knew the patient
+    at.session_state[session.STUDY_ID] = film.study_id  # and the film it showed
     at.switch_page(page).run()
     assert not at.exception, at.exception
     assert shows_login_form(at)

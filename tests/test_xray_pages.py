@@ -15,7 +15,7 @@ from core.xray import diagnosis as dx
 from db import models
 from db.base import utcnow
 from db.session import session_scope
-from tests.support.apptest import APP, TIMEOUT, login, texts
+from tests.support.apptest import login, texts
 from tests.support.db import TestAccount
 from tests.support.xray_samples import DICOM, DICOM_PATIENT_ID, PNG, big_dicom, png_variant
 from ui import session, xray_views
@@ -233,13 +233,3 @@ def test_worklist_orders_by_triage_then_waiting_and_opens_a_study(
 def test_worklist_empty(account: TestAccount) -> None:
     at = open_page(login(account), session.WORKLIST_PAGE)
     assert "No X-ray is waiting for review." in texts(at)
-
-
-@pytest.mark.parametrize("page", [session.XRAY_PAGE, session.HISTORY_PAGE, session.WORKLIST_PAGE])
-def test_x_ray_pages_need_a_login(make_patient: MakePatient, page: str) -> None:
-    make_patient("ED-1")
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    at.session_state[session.PATIENT_ID] = "ED-1"
-    at.switch_page(page).run()
-    assert not at.exception, at.exception
-    assert {"Username", "Password"} <= {box.label for box in at.text_input}
