@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -22,6 +24,15 @@ def _metric(value: float | None, ci95: tuple[float, float] | None = None) -> str
     if value is None:
         return "—"
     return f"{value:.3f} ({ci95[0]:.3f}–{ci95[1]:.3f})" if ci95 else f"{value:.3f}"
+
+
+def _version_label(active: str | None) -> Callable[[str], str]:
+    """How the version picker names a version: the active one says so."""
+
+    def label(version: str) -> str:
+        return f"{version} (active)" if version == active else version
+
+    return label
 
 
 def _promote(kind: str, version: str, seen_active: str | None, actor: AuthenticatedUser) -> None:
@@ -91,9 +102,11 @@ for kind, tab in zip(registry.KINDS, st.tabs([k.capitalize() for k in registry.K
             "Compare with the active version",
             names,
             index=default,
-            format_func=lambda n, a=active: f"{n} (active)" if n == a else n,
+            format_func=_version_label(active),
             key=f"models.{kind}.candidate",
         )
+        if chosen is None:  # only without options, and there is at least one version here
+            continue
         comparison = registry.compare(kind, chosen)
         if comparison.needs_override:
             st.warning(comparison.summary(), icon=":material/trending_down:")
