@@ -33,11 +33,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.config import get_settings  # noqa: E402
-from core.ml import triage  # noqa: E402
-from core.ml.classifier import Classifier  # noqa: E402
-from core.ml.registry import active_model_dir  # noqa: E402
-from core.training import evaluate_triage as et  # noqa: E402
+from core.config import get_settings
+from core.ml import triage
+from core.ml.classifier import Classifier
+from core.ml.registry import active_model_dir
+from core.training import evaluate_triage as et
 
 CRITICAL = ("Pneumothorax", "Effusion", "Pneumonia", "Consolidation", "Edema")
 ORDERINGS = ("FIFO", "triage", "triage + limit")

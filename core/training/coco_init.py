@@ -43,7 +43,7 @@ _PLAIN: dict[str, type] = {"set": set, "frozenset": frozenset, "slice": slice, "
 class _Stub:
     """Any pickled object that is not a tensor or a plain container: keeps its state, runs nothing."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **_kwargs: Any) -> None:
         self.args = args
 
     def __setstate__(self, state: Any) -> None:
