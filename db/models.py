@@ -307,6 +307,8 @@ class Diagnosis(Base):
     # triage-v3 scores in [0, 1] (NULL on diagnoses saved before revision 0004): the worklist's second key
     abnormality: Mapped[float | None] = mapped_column(Float)
     urgency: Mapped[float | None] = mapped_column(Float)
+    # what the film check did before the read (rot90/rot180/rot270/inverted); NULL: read as stored
+    orientation: Mapped[str | None] = mapped_column(String(16))
     timings: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
     overlay_path: Mapped[str | None] = mapped_column(String(LIMITS["stored_path"]))
     heatmap_path: Mapped[str | None] = mapped_column(String(LIMITS["stored_path"]))

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from core.imaging import to_uint8
+from core.ml.film_check import FilmCheck
 from core.ml.probability import logit, sigmoid
 
 log = logging.getLogger(__name__)
@@ -169,6 +170,8 @@ class Classifier:
             float(scope["residual_variance"]),
             float(self.card["scope"]["threshold"]),
         )
+        # refuses what is no chest film, turns rotated or inverted films back (None for older versions)
+        self.film_check = FilmCheck.load(self.model_dir)
         tflite = self.model_dir / "model.tflite"
         if runtime == "auto":
             runtime = "litert" if tflite.exists() else "keras"

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from core import imaging
+from core.ml import film_check
 from core.ml.classifier import Classification, Classifier
 from core.ml.detector import DetectionResult, Detector, read_classes
 from core.ml.registry import ModelNotAvailable, active_model_dir, read_registry
@@ -75,9 +76,44 @@ def learned_scope_check(classifier: Classifier) -> imaging.PlausibilityCheck:
     """The classifier's out-of-scope test as an extra check for :func:`imaging.check_plausible_chest`."""
 
     def check(image: imaging.XrayImage) -> None:
-        _refuse_out_of_scope(classifier, classifier.classify(image.pixels))
+        _upright(classifier, image, classifier.classify(image.pixels))
 
     return check
+
+
+class NotAChestFilm(OutOfScope):
+    """The film check: the classifier's features say this is no chest film at all (a photo, another body part)."""
+
+    default_message = (
+        "This image does not look like a chest X-ray (it may be a photograph or an X-ray of another body "
+        "part), so it was not analysed. Please check that the right image was chosen."
+    )
+
+
+def _upright(
+    classifier: Classifier, image: imaging.XrayImage, result: Classification
+) -> tuple[imaging.XrayImage, Classification, str]:
+    """Refuse what is no chest film; turn a rotated or inverted film back and read it again.
+
+    Returns the film as read (turned back when needed), its classification and the film check's kind
+    (``film_check.UPRIGHT`` when nothing was done). Raises :class:`NotAChestFilm` or :class:`OutOfScope`.
+    """
+    kind = film_check.UPRIGHT
+    check = classifier.film_check
+    if check is not None:
+        verdict = check.check(result.feature_map.mean(axis=(0, 1)))
+        if verdict.refuse:
+            raise NotAChestFilm(f"film check: not a chest film (p {verdict.probabilities['not_chest']:.2f})")
+        if verdict.turn_back:
+            kind = verdict.kind
+            image = replace(
+                image,
+                pixels=film_check.undo(image.pixels, kind),
+                notes=(*image.notes, verdict.note),
+            )
+            result = classifier.classify(image.pixels)
+    _refuse_out_of_scope(classifier, result)
+    return image, result, kind
 
 
 def _refuse_out_of_scope(classifier: Classifier, result: Classification) -> None:
@@ -94,6 +130,8 @@ class Analysis:
     classification: Classification
     timing_ms: dict[str, float]
     detection: DetectionResult | None = None  # None when no detector version is active
+    #: what the film check did before the read: film_check.UPRIGHT (nothing), a rotation or INVERTED
+    orientation: str = film_check.UPRIGHT
 
     @property
     def models(self) -> dict[str, str]:
@@ -109,6 +147,8 @@ class Analysis:
             "detections": [d.as_dict() for d in found],
             **({} if self.detection is not None else {"detections_note": NO_DETECTOR_NOTE}),
             "models": self.models,
+            "orientation": self.orientation,
+            "notes": list(self.image.notes),
             "timing_ms": {k: round(v, 1) for k, v in self.timing_ms.items()},
         }
 
@@ -128,9 +168,8 @@ def analyze(
     image = imaging.read_chest_xray(data, filename)
     t1 = time.perf_counter()
     model = classifier or get_classifier()
-    result = model.classify(image.pixels)
-    # learned_scope_check's rule on the read already made (checking through it would classify twice)
-    _refuse_out_of_scope(model, result)
+    # learned_scope_check's rules on the read already made (checking through it would classify twice)
+    image, result, orientation = _upright(model, image, model.classify(image.pixels))
     timing = {"read": (t1 - t0) * 1e3, **result.timing_ms}
     if detector is None and detector_configured():
         detector = get_detector()
@@ -138,4 +177,6 @@ def analyze(
     if detection is not None:
         timing["detection"] = sum(detection.timing_ms.values())
     timing["total"] = (time.perf_counter() - t0) * 1e3
-    return Analysis(image=image, classification=result, timing_ms=timing, detection=detection)
+    return Analysis(
+        image=image, classification=result, timing_ms=timing, detection=detection, orientation=orientation
+    )

@@ -35,20 +35,23 @@ import os
 import shutil
 import uuid
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
+from sqlalchemy import select
 
 from core import audit, imaging
 from core.auth import AuthenticatedUser, require_admin
 from core.config import get_settings
 from core.errors import AppError
 from core.imaging import storage
+from core.ml import film_check
 from core.ml.registry import active_model_dir
 from core.review.corrections import PRESENT, UNCERTAIN, box_classes
+from db import models
 from db import repository as repo
 from db.base import utcnow
 from db.session import session_scope
@@ -111,6 +114,7 @@ class _Reviewed:
     boxes: list[dict[str, Any]]
     reviewed_at: datetime
     reviewed_by: str
+    orientation: str | None = None  # the film check's turn of the read the doctor reviewed (None: as stored)
 
 
 def classifier_findings() -> tuple[str, tuple[str, ...]]:
@@ -156,6 +160,9 @@ def _read_reviewed() -> list[_Reviewed]:
                 boxes=list(c.boxes),
                 reviewed_at=c.created_at,
                 reviewed_by=username,
+                orientation=session.scalar(
+                    select(models.Diagnosis.orientation).where(models.Diagnosis.id == c.diagnosis_id)
+                ),
             )
             for s, p, c, username in repo.reviewed_studies_for_export(session)
         ]
@@ -164,6 +171,8 @@ def _read_reviewed() -> list[_Reviewed]:
 def _png(row: _Reviewed, store: storage.FileStore) -> bytes:
     """The study's image as an 8-bit grey PNG, longest side at most MAX_SIDE px."""
     image = imaging.read_image(store.absolute(row.file_path).read_bytes(), row.file_path)
+    if row.orientation:  # the read (and the doctor's boxes) were of the film turned back upright
+        image = replace(image, pixels=film_check.undo(image.pixels, row.orientation))
     if image.shape != (row.height, row.width):
         raise ValueError(f"decodes to {image.shape[1]} x {image.shape[0]} px, not {row.width} x {row.height}")
     grey = Image.fromarray(imaging.to_uint8(image.pixels))
