@@ -412,14 +412,15 @@ def unreviewed_studies(
     session: Session, levels: Sequence[str], limit: int
 ) -> Sequence[Row[Study, Diagnosis, Patient]]:
     """(study, newest diagnosis, patient) of studies nobody has reviewed, most pressing triage level first
-    (in the order of ``levels``), then longest waiting first."""
+    (in the order of ``levels``), then the highest urgency score (unscored diagnoses last), then longest
+    waiting first."""
     rank = case({level: i for i, level in enumerate(levels)}, value=Diagnosis.triage_level, else_=len(levels))
     return session.execute(
         select(Study, Diagnosis, Patient)
         .join(Diagnosis, Diagnosis.id == _latest_diagnosis_id())
         .join(Patient, Patient.id == Study.patient_pk)
         .where(Study.status == "new")
-        .order_by(rank, Study.uploaded_at, Study.id)
+        .order_by(rank, Diagnosis.urgency.desc().nulls_last(), Study.uploaded_at, Study.id)
         .limit(limit)
     ).all()
 

@@ -22,6 +22,7 @@ from core.ml import triage
 from core.records import PatientRecord
 from core.xray import diagnosis
 from core.xray.diagnosis import DiagnosisView
+from core.xray.stored import FindingRead
 from ui import fmt, session
 
 VIEW = "xr.view"  # the DiagnosisView on show (a frozen DTO), refetched when another study is opened
@@ -158,33 +159,12 @@ def result(view: DiagnosisView) -> None:
             "on the uploader's confirmation.",
             icon=":material/person_alert:",
         )
-    for note in view.notes:
-        st.info(note, icon=":material/info:")
+    for note in (view.orientation_note, *(n for n in view.notes if n != view.orientation_note)):
+        if note:
+            st.info(note, icon=":material/info:")
     image_col, findings_col = st.columns([3, 2])
     with findings_col:
-        st.markdown("**Top findings**")
-        for f in view.top3:
-            over = " :red-badge[over threshold]" if f.flagged else ""
-            st.markdown(f"**{f.label}** {f.probability:.0%}{over}")
-            st.progress(min(1.0, f.probability))
-        others = [f.label for f in view.flagged if f not in view.top3]
-        if others:
-            st.caption("Also over threshold: " + ", ".join(others))
-        with st.expander(f"All {len(view.findings)} findings"):
-            st.dataframe(
-                [
-                    {
-                        "Finding": f.label,
-                        "Probability": round(f.probability, 3),
-                        "Threshold": round(f.threshold, 3),
-                        "Over threshold": f.flagged,
-                        "Urgent finding": f.urgent,
-                    }
-                    for f in sorted(view.findings, key=lambda f: -f.probability)
-                ],
-                hide_index=True,
-                column_config={"Probability": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0)},
-            )
+        finding_tiers(view)
         st.markdown("**Marked regions**")
         if not view.detector_ran:
             st.caption("No detector model is active, so no regions are marked.")
@@ -214,6 +194,60 @@ def result(view: DiagnosisView) -> None:
                 )
         film(shown, key=f"xr.film.{view.study_id}", aspect=view.height / max(1, view.width))
         st.caption("Drag to zoom, scroll to zoom in and out, double-click to reset.")
+
+
+MAX_POSSIBLE_SHOWN = 3
+
+
+def _finding_line(f: FindingRead) -> str:
+    urgent = " :red-badge[urgent finding]" if f.urgent else ""
+    return f"**{f.label}** {f.probability:.0%}{urgent}"
+
+
+def finding_tiers(view: DiagnosisView) -> None:
+    """The read in a doctor's words: overall, likely findings, then possible ones (collapsed), then all."""
+    by_name = {f.name: f for f in view.findings}
+    if view.abnormality is not None:
+        st.markdown(
+            f"**Overall:** chance of an abnormal finding {view.abnormality:.0%}"
+            + (f" · of an urgent finding {view.urgency:.0%}" if view.urgency is not None else "")
+        )
+    st.markdown("**Likely findings**")
+    if not view.likely:
+        st.caption("None: no finding is over its high-specificity cut.")
+    for name in view.likely:
+        st.markdown(_finding_line(by_name[name]))
+        st.progress(min(1.0, by_name[name].probability))
+    possible = [by_name[n] for n in view.possible if n in by_name]
+    if possible:
+        with st.expander(f"Possible findings ({len(possible)}): over the sensitive cut, not confirmed"):
+            for f in possible[:MAX_POSSIBLE_SHOWN]:
+                st.markdown(_finding_line(f))
+            if len(possible) > MAX_POSSIBLE_SHOWN:
+                st.caption(
+                    "More: "
+                    + ", ".join(f"{f.label} {f.probability:.0%}" for f in possible[MAX_POSSIBLE_SHOWN:])
+                )
+    with st.expander(f"All {len(view.findings)} findings"):
+        tier = {**dict.fromkeys(view.likely, "likely"), **dict.fromkeys(view.possible, "possible")}
+        st.dataframe(
+            [
+                {
+                    "Finding": f.label,
+                    "Probability": f.probability * 100,
+                    "Flag from": f"{f.threshold:.0%}",
+                    "Read as": tier.get(f.name, "—"),
+                    "Urgent": "yes" if f.urgent else "",
+                }
+                for f in sorted(view.findings, key=lambda f: -f.probability)
+            ],
+            hide_index=True,
+            column_config={
+                "Probability": st.column_config.ProgressColumn(
+                    min_value=0.0, max_value=100.0, format="%.0f%%"
+                )
+            },
+        )
 
 
 def patient_picker(current: str | None) -> str | None:

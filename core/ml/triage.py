@@ -55,10 +55,11 @@ Logits rather than raw differences: 0.05 means little at p = 0.5 and a lot at p 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from core.ml.probability import logit, sigmoid
 
 if TYPE_CHECKING:
     from core.ml.classifier import Classification, Classifier
@@ -74,17 +75,6 @@ DEFAULT_SCOPE_WARNING = 0.8
 #: Findings that are urgent only when large, with the probability that stands in for "large". A card can
 #: replace this (``triage.urgent_min_probability``) or set it per finding.
 DEFAULT_URGENT_MIN_PROBABILITY: Mapping[str, float] = {"Effusion": 0.5}
-
-
-def logit(p: float) -> float:
-    """log(p / (1 - p)), with p kept inside (1e-6, 1 - 1e-6)."""
-    p = min(max(p, 1e-6), 1 - 1e-6)
-    return math.log(p / (1 - p))
-
-
-def sigmoid(x: float) -> float:
-    """The inverse of :func:`logit`."""
-    return 1.0 / (1.0 + math.exp(-x))
 
 
 def any_of(probabilities: Iterable[float]) -> float:

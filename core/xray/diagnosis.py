@@ -38,7 +38,7 @@ from core.auth import AuthenticatedUser
 from core.config import get_settings
 from core.errors import AppError, NotFound, ValidationError
 from core.imaging import dicom, storage
-from core.ml import inference, triage
+from core.ml import film_check, inference, triage
 from core.ml.boxes import Box
 from core.ml.classifier import Classifier
 from core.validation import normalize_patient_id
@@ -128,6 +128,16 @@ class DiagnosisView:
     heatmap_path: Path | None
     duplicate: bool = False  # this upload was an image already in the record: nothing new was saved
     notes: tuple[str, ...] = ()  # how the file was read (e.g. first frame only), shown once at upload
+    abnormality: float | None = None  # triage-v3 scores (None on diagnoses saved before they existed)
+    urgency: float | None = None
+    likely: tuple[str, ...] = ()  # findings over their rule-in cut, most probable first
+    possible: tuple[str, ...] = ()  # over the sensitive threshold only
+    orientation: str = film_check.UPRIGHT  # what the film check did before the read (rotation, inversion)
+
+    @property
+    def orientation_note(self) -> str:
+        """In words, how the film was turned back before it was read ("" when it was not)."""
+        return film_check.NOTES.get(self.orientation, "")
 
     @property
     def top3(self) -> tuple[FindingRead, ...]:
@@ -163,7 +173,12 @@ class DiagnosisView:
                 "level": self.triage_level,
                 "uncertain": self.uncertain,
                 "reason": self.uncertain_reason,
+                "abnormality": None if self.abnormality is None else round(self.abnormality, 4),
+                "urgency": None if self.urgency is None else round(self.urgency, 4),
+                "likely": list(self.likely),
+                "possible": list(self.possible),
             },
+            "orientation": self.orientation,
             "models": dict(self.models),
             "timing_ms": {k: round(v, 1) for k, v in self.timing_ms.items()},
         }
@@ -227,6 +242,12 @@ def _view(
     if diagnosis.detector_version:
         models_used["detector"] = diagnosis.detector_version
     preview = store.absolute(study.preview_path)
+    rule = diagnosis.triage_rule or {}
+    findings = findings_of(diagnosis)
+    # diagnoses made before the tiers: every finding over its threshold is a possible one
+    possible = rule.get(
+        "possible", [f.name for f in sorted(findings, key=lambda f: -f.probability) if f.flagged]
+    )
     return DiagnosisView(
         study_id=study.id,
         diagnosis_id=diagnosis.id,
@@ -242,7 +263,7 @@ def _view(
         height=study.height,
         sha256=study.sha256,
         dicom=study.dicom,
-        findings=findings_of(diagnosis),
+        findings=findings,
         boxes=boxes_of(diagnosis),
         triage_level=diagnosis.triage_level,
         uncertain=diagnosis.uncertain,
@@ -256,6 +277,11 @@ def _view(
         preview_path=preview,
         thumbnail_path=store.absolute(study.thumbnail_path),
         heatmap_path=store.absolute(diagnosis.heatmap_path) if diagnosis.heatmap_path else None,
+        abnormality=diagnosis.abnormality,
+        urgency=diagnosis.urgency,
+        likely=tuple(rule.get("likely", ())),
+        possible=tuple(possible),
+        orientation=diagnosis.orientation or film_check.UPRIGHT,
     )
 
 
@@ -465,6 +491,7 @@ def _save(
                     },
                     abnormality=tri.abnormality,
                     urgency=tri.urgency,
+                    orientation=None if analysis.orientation == film_check.UPRIGHT else analysis.orientation,
                     scope_score=result.scope_score,
                     scope_limit=classifier.scope.threshold,
                     timings=timings,
