@@ -178,10 +178,16 @@ def result(view: DiagnosisView) -> None:
             f"Models: {fmt.md(versions)} · scope score {view.scope_score:.2f} (limit {view.scope_limit:.2f})"
         )
     with image_col:
-        heat = st.toggle("Heat map", key=f"xr.heat.{view.study_id}", help="Where the classifier looked")
         shown = view.image_path
-        if heat:
-            names = [f.name for f in view.top3] + [f.name for f in view.findings if f not in view.top3]
+        names = [
+            f.name for f in sorted(view.findings, key=lambda f: -f.probability) if f.name in view.localised
+        ]
+        if not names:
+            st.caption(
+                "Heat maps are not shown: checked against radiologists' boxes, this model's heat maps did not "
+                "point at the findings better than a fixed map would (see the model card)."
+            )
+        elif st.toggle("Heat map", key=f"xr.heat.{view.study_id}", help="Where the classifier looked"):
             labels = {f.name: f.label for f in view.findings}
             chosen = st.selectbox(
                 "Heat map of", names, format_func=lambda n: labels[n], key=f"xr.heatof.{view.study_id}"
@@ -192,6 +198,7 @@ def result(view: DiagnosisView) -> None:
                 st.caption(
                     f"No region raised the score of {labels[heat_map.finding]}: its heat map is empty."
                 )
+            st.caption("Colour scale: dark = no contribution, yellow-white = strongest contribution.")
         film(shown, key=f"xr.film.{view.study_id}", aspect=view.height / max(1, view.width))
         st.caption("Drag to zoom, scroll to zoom in and out, double-click to reset.")
 

@@ -304,6 +304,18 @@ def get_version(kind: str, version: str, models_dir: Path | None = None) -> Mode
     return load_version(kind, base / kind / version, read_registry(base).get(kind))
 
 
+def read_card(kind: str, version: str, models_dir: Path | None = None) -> dict[str, Any]:
+    """The ``card.json`` of one version (``{}`` when the folder or the card is gone: an old diagnosis's
+    version may have been removed from disk; callers treat a missing card as "nothing known")."""
+    check_names(kind, version)
+    path = (models_dir or get_settings().models_dir) / kind / version / "card.json"
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return card if isinstance(card, dict) else {}
+
+
 def list_versions(kind: str, models_dir: Path | None = None) -> list[ModelVersion]:
     """Every version of ``kind`` on disk: the active one first, then the newest (by card date, then name).
 

@@ -133,6 +133,9 @@ class DiagnosisView:
     likely: tuple[str, ...] = ()  # findings over their rule-in cut, most probable first
     possible: tuple[str, ...] = ()  # over the sensitive threshold only
     orientation: str = film_check.UPRIGHT  # what the film check did before the read (rotation, inversion)
+    localised: tuple[
+        str, ...
+    ] = ()  # findings whose heat maps point at the finding (the card's pointing game)
 
     @property
     def orientation_note(self) -> str:
@@ -282,6 +285,7 @@ def _view(
         likely=tuple(rule.get("likely", ())),
         possible=tuple(possible),
         orientation=diagnosis.orientation or film_check.UPRIGHT,
+        localised=render.localised_findings(diagnosis.classifier_version),
     )
 
 

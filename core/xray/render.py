@@ -19,7 +19,7 @@ from PIL import Image
 from core import imaging
 from core.errors import NotFound
 from core.imaging import storage
-from core.ml import inference
+from core.ml import inference, registry
 from core.ml.classifier import Classifier, overlay_heatmap
 from core.ml.detector import draw_detections
 
@@ -96,6 +96,13 @@ class HeatMap:
     finding: str
     path: Path
     flat: bool
+
+
+def localised_findings(classifier_version: str) -> tuple[str, ...]:
+    """The findings whose heat maps this classifier version's card says point at the finding (the pointing
+    game of ``core.training.evaluate_heatmaps``): the only ones the result page offers a heat map for."""
+    card = registry.read_card("classifier", classifier_version)
+    return tuple(f["name"] for f in card.get("findings", ()) if f.get("localised") is True)
 
 
 def heatmap_image(view: DiagnosisView, finding: str) -> HeatMap:
