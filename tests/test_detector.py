@@ -318,6 +318,7 @@ class StubClassifier:
     # what triage reads from a classifier: its card's findings and its scope limit
     card = {"findings": [{"name": "Effusion", "threshold": 0.6, "urgent": True}]}
     scope = SimpleNamespace(threshold=2.0)
+    film_check = None  # as a version fitted before the film check existed
 
     def classify(self, _pixels: np.ndarray) -> Classification:
         return Classification(

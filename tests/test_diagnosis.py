@@ -451,3 +451,44 @@ def test_stored_paths_are_relative_to_the_data_directory(doctor: AuthenticatedUs
         study = s.scalars(select(models.Study)).one()
     for relpath in (study.file_path, study.preview_path, study.thumbnail_path):
         assert not Path(relpath).is_absolute() and relpath.startswith(("originals/", "renders/"))
+
+
+# ------------------------------------------------------------------ boxes and the classifier
+
+
+@pytest.mark.usefixtures("patient")
+def test_a_box_shows_the_classifiers_probability_and_disagreements_are_said(
+    doctor: AuthenticatedUser,
+) -> None:
+    from dataclasses import replace
+
+    from core.ml.boxes import Box
+
+    view = dx.diagnose_upload("ED-1", PNG.read_bytes(), "chest.png", doctor)
+    probs = {f.name: f for f in view.findings}
+    low = min(view.findings, key=lambda f: f.probability)  # surely under its cut
+    box = Box.scored("Thing", 0.9, 10, 10, 50, 50)
+    view = replace(
+        view,
+        boxes=(box,),
+        box_findings={"Thing": (low.name,), "Other": ("Effusion",)},
+        likely=("Effusion",),
+        models={**view.models, "detector": "det-x"},
+    )
+    assert view.box_probability(box) == pytest.approx(low.probability)
+    assert view.box_probability(Box.scored("Unknown", 0.5, 0, 0, 1, 1)) is None
+    said = view.disagreements
+    assert any(f"The detector marked Thing, but the classifier puts {low.label} at only" in s for s in said)
+    assert any(f"finds Effusion likely ({probs['Effusion'].probability:.0%})" in s for s in said)
+
+
+def test_the_card_decides_which_detector_classes_draw_boxes() -> None:
+    from core.ml.detector import choose_drawn_classes, drawn_classes
+
+    card = {"classes": [{"name": "A"}, {"name": "B"}], "thresholds": {}}
+    assert drawn_classes(card) == ("A", "B")  # cards from before the choice: every class
+    card["thresholds"]["drawn_classes"] = ["B"]
+    assert drawn_classes(card) == ("B",)
+    assert choose_drawn_classes({"A": {"ap50": 0.02}, "B": {"ap50": 0.4}}) == ["B"]
+    active = inference.get_detector()
+    assert active.drawn == set(active.card["thresholds"]["drawn_classes"]) < set(active.classes)

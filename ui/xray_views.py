@@ -171,7 +171,11 @@ def result(view: DiagnosisView) -> None:
         elif not view.boxes:
             st.caption("The detector marked no region.")
         for b in view.boxes:
-            st.markdown(f":red-badge[{fmt.md(b.label)} {b.confidence:.0%}]")
+            p = view.box_probability(b)
+            classifier = f" · classifier {p:.0%}" if p is not None else ""
+            st.markdown(f":red-badge[{fmt.md(b.label)}] detector {b.confidence:.0%}{classifier}")
+        for line in view.disagreements:
+            st.caption(f":material/compare_arrows: {fmt.md(line)}")
         st.caption(fmt.md(view.triage_explanation))
         versions = " · ".join(f"{kind} {version}" for kind, version in view.models.items())
         st.caption(

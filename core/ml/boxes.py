@@ -23,7 +23,33 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-__all__ = ["Box"]
+__all__ = ["SOURCE_TO_FINDING", "Box", "class_findings"]
+
+#: a box source label (NIH, ChestX-Det, RSNA) -> the classifier finding it shows
+SOURCE_TO_FINDING: dict[str, str] = {
+    "Atelectasis": "Atelectasis",
+    "Cardiomegaly": "Cardiomegaly",
+    "Effusion": "Effusion",
+    "Infiltrate": "Infiltration",
+    "Mass": "Mass",
+    "Nodule": "Nodule",
+    "Pneumonia": "Pneumonia",
+    "Lung Opacity (RSNA pneumonia)": "Pneumonia",
+    "Pneumothorax": "Pneumothorax",
+    "Consolidation": "Consolidation",
+    "Pleural Thickening": "Pleural_Thickening",
+    "Emphysema": "Emphysema",
+    "Fibrosis": "Fibrosis",
+}
+
+
+def class_findings(detector_card: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Each detector class -> the classifier findings it shows (from the card's class members)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for c in detector_card.get("classes", ()):
+        members = [SOURCE_TO_FINDING.get(m) for m in c.get("members", ())]
+        out[str(c["name"])] = tuple(dict.fromkeys(m for m in members if m))
+    return out
 
 
 @dataclass(frozen=True)

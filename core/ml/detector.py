@@ -132,6 +132,22 @@ def card_classes(card: dict[str, Any]) -> tuple[str, ...]:
     return tuple(str(c["name"]) for c in card["classes"])
 
 
+#: a class draws boxes on the result page only if its validation AP50 reached this (evaluate_detector)
+DRAWN_MIN_VAL_AP50 = 0.10
+
+
+def drawn_classes(card: dict[str, Any]) -> tuple[str, ...]:
+    """The classes whose boxes the product shows: the card's ``thresholds.drawn_classes`` (chosen on the
+    validation split by ``evaluate_detector``); every class for cards from before that choice existed."""
+    drawn = card.get("thresholds", {}).get("drawn_classes")
+    return card_classes(card) if drawn is None else tuple(str(c) for c in drawn)
+
+
+def choose_drawn_classes(val_per_class: dict[str, Any]) -> list[str]:
+    """The rule the card records: classes whose validation AP50 is at least DRAWN_MIN_VAL_AP50."""
+    return [name for name, m in val_per_class.items() if float(m.get("ap50") or 0.0) >= DRAWN_MIN_VAL_AP50]
+
+
 @functools.cache
 def read_classes(model_dir: Path) -> tuple[str, ...]:
     """The class names of the detector version in ``model_dir`` (its ``card.json``; a version never changes)."""
@@ -202,6 +218,7 @@ class Detector:
         self.card: dict[str, Any] = json.loads((self.model_dir / "card.json").read_text())
         self.version: str = self.card["version"]
         self.classes: tuple[str, ...] = card_classes(self.card)
+        self.drawn: frozenset[str] = frozenset(drawn_classes(self.card))
         self.input_size: int = int(self.card["input"]["size"])
         t = self.card["thresholds"]
         self.confidence: float = float(t["confidence"])
@@ -239,7 +256,8 @@ class Detector:
     ) -> DetectionResult:
         """Detect findings in one grey [0, 1] image of any size; boxes come back in its pixels.
 
-        ``confidence`` defaults to the card's operating threshold (evaluation passes a low one).
+        ``confidence`` defaults to the card's operating threshold, and then only the classes the card draws
+        come back; evaluation passes a confidence and gets every class.
         """
         t0 = time.perf_counter()
         x, lb = to_model_input(pixels, self.input_size)
@@ -252,6 +270,7 @@ class Detector:
         detections = tuple(
             Box.scored(self.classes[int(c)], float(s), *(float(v) for v in b))
             for b, s, c in zip(boxes, scores, classes, strict=True)
+            if confidence is not None or self.classes[int(c)] in self.drawn
         )
         t3 = time.perf_counter()
         return DetectionResult(

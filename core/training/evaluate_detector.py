@@ -34,7 +34,14 @@ import numpy as np
 
 import core.ml.yolo_env  # before ultralytics: offline settings
 from core import imaging
-from core.ml.detector import Detector, OnnxRuntime, TorchRuntime, to_model_input
+from core.ml.detector import (
+    DRAWN_MIN_VAL_AP50,
+    Detector,
+    OnnxRuntime,
+    TorchRuntime,
+    choose_drawn_classes,
+    to_model_input,
+)
 from core.training import detector_metrics as dm
 
 log = logging.getLogger("evaluate_detector")
@@ -271,6 +278,9 @@ def evaluate(
         "max_detections": max_det,
         "rule": f"lowest confidence whose pooled false positives per image on the validation split stay <= "
         f"{fppi:g} (floor 0.05)",
+        "drawn_classes": choose_drawn_classes(serving["val"]["per_class"]),
+        "drawn_rule": f"classes whose validation AP50 is at least {DRAWN_MIN_VAL_AP50:g}; the others are "
+        "detected but never drawn (their boxes would mostly be wrong)",
     }
     card["metrics"] = {
         "iou": iou,

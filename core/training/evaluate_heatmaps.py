@@ -30,28 +30,14 @@ from PIL import Image
 
 from core import imaging
 from core.config import get_settings
+from core.ml.boxes import SOURCE_TO_FINDING
 from core.ml.classifier import Classifier
 from core.ml.registry import active_model_dir
 from core.training.evaluate_classifier import wilson
 
 log = logging.getLogger("evaluate_heatmaps")
 
-#: box source label -> the classifier finding it shows
-BOX_TO_FINDING = {
-    "Atelectasis": "Atelectasis",
-    "Cardiomegaly": "Cardiomegaly",
-    "Effusion": "Effusion",
-    "Infiltrate": "Infiltration",
-    "Mass": "Mass",
-    "Nodule": "Nodule",
-    "Pneumonia": "Pneumonia",
-    "Lung Opacity (RSNA pneumonia)": "Pneumonia",
-    "Pneumothorax": "Pneumothorax",
-    "Consolidation": "Consolidation",
-    "Pleural Thickening": "Pleural_Thickening",
-    "Emphysema": "Emphysema",
-    "Fibrosis": "Fibrosis",
-}
+BOX_TO_FINDING = SOURCE_TO_FINDING
 FRAME = 1024.0  # box coordinates are in NIH's 1024 px frame
 GRID = 64  # the map is upsampled to this grid before its peak is taken
 MIN_BOXED_FILMS = 5

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,9 +39,10 @@ from core.auth import AuthenticatedUser
 from core.config import get_settings
 from core.errors import AppError, NotFound, ValidationError
 from core.imaging import dicom, storage
-from core.ml import film_check, inference, triage
-from core.ml.boxes import Box
+from core.ml import film_check, inference, registry, triage
+from core.ml.boxes import Box, class_findings
 from core.ml.classifier import Classifier
+from core.ml.detector import drawn_classes
 from core.validation import normalize_patient_id
 from core.xray import render
 from core.xray.queues import worklist
@@ -133,9 +135,37 @@ class DiagnosisView:
     likely: tuple[str, ...] = ()  # findings over their rule-in cut, most probable first
     possible: tuple[str, ...] = ()  # over the sensitive threshold only
     orientation: str = film_check.UPRIGHT  # what the film check did before the read (rotation, inversion)
-    localised: tuple[
-        str, ...
-    ] = ()  # findings whose heat maps point at the finding (the card's pointing game)
+    #: findings whose heat maps point at the finding (the card's pointing game)
+    localised: tuple[str, ...] = ()
+    box_findings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # box class -> its findings
+
+    def box_probability(self, box: Box) -> float | None:
+        """The classifier's probability for what ``box`` marks (the highest of its class's findings)."""
+        probs = [f.probability for f in self.findings if f.name in self.box_findings.get(box.label, ())]
+        return max(probs) if probs else None
+
+    @property
+    def disagreements(self) -> tuple[str, ...]:
+        """Where the detector and the classifier disagree, one plain sentence each."""
+        by_name = {f.name: f for f in self.findings}
+        lines = []
+        for box in self.boxes:
+            members = [by_name[n] for n in self.box_findings.get(box.label, ()) if n in by_name]
+            if members and not any(f.flagged for f in members):
+                best = max(members, key=lambda f: f.probability)
+                lines.append(
+                    f"The detector marked {box.label}, but the classifier puts {best.label} at only "
+                    f"{best.probability:.0%}, under its cut."
+                )
+        boxed = {n for b in self.boxes for n in self.box_findings.get(b.label, ())}
+        drawable = {n for names in self.box_findings.values() for n in names}
+        for name in self.likely:
+            if name in drawable and name not in boxed and self.detector_ran:
+                lines.append(
+                    f"The classifier finds {by_name[name].label} likely ({by_name[name].probability:.0%}), "
+                    "but the detector marked no region for it."
+                )
+        return tuple(dict.fromkeys(lines))
 
     @property
     def orientation_note(self) -> str:
@@ -247,6 +277,12 @@ def _view(
     preview = store.absolute(study.preview_path)
     rule = diagnosis.triage_rule or {}
     findings = findings_of(diagnosis)
+    detector_card = (
+        registry.read_card("detector", diagnosis.detector_version) if diagnosis.detector_version else {}
+    )
+    box_findings = class_findings(detector_card)
+    # the card decides which classes draw boxes, also for diagnoses saved before it decided
+    drawn = set(drawn_classes(detector_card)) if detector_card else {b.label for b in boxes_of(diagnosis)}
     # diagnoses made before the tiers: every finding over its threshold is a possible one
     possible = rule.get(
         "possible", [f.name for f in sorted(findings, key=lambda f: -f.probability) if f.flagged]
@@ -267,7 +303,7 @@ def _view(
         sha256=study.sha256,
         dicom=study.dicom,
         findings=findings,
-        boxes=boxes_of(diagnosis),
+        boxes=tuple(b for b in boxes_of(diagnosis) if b.label in drawn),
         triage_level=diagnosis.triage_level,
         uncertain=diagnosis.uncertain,
         uncertain_reason=diagnosis.uncertain_reason,
@@ -286,6 +322,7 @@ def _view(
         possible=tuple(possible),
         orientation=diagnosis.orientation or film_check.UPRIGHT,
         localised=render.localised_findings(diagnosis.classifier_version),
+        box_findings=box_findings,
     )
 
 
