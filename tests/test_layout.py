@@ -16,8 +16,6 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from ui.navigation import ROUTES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,11 +81,6 @@ def test_only_app_pages_and_ui_import_streamlit() -> None:
     assert violations(_files(*PRODUCT, "scripts"), "streamlit", allowed=("app.py", "pages/", "ui/")) == []
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="core/review/corrections.py still takes the detector's class names from core.training.nih_boxes; "
-    "they move to the detector's card in the core/ refactor of issue 9",
-)
 def test_nothing_in_the_product_imports_training_code() -> None:
     assert violations(_files(*PRODUCT), "core.training", allowed=("core/training/", "core/cli/")) == []
 
