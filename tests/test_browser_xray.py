@@ -1,7 +1,7 @@
 """The X-ray flow in a real browser (Playwright + Debian's chromium against ``streamlit run app.py``).
 
 Logs in, opens a patient, uploads a sample PNG and the sample DICOM (whose PatientID differs from the
-patient's: the mismatch is confirmed), sees the top three findings (and the boxes, when a detector is
+patient's: the mismatch is confirmed) and a normal film (routine), sees the likely findings (and the boxes, when a detector is
 active), then finds both studies in the imaging history (newest first) and in the emergency worklist in
 triage order. Uses the active models of the models directory, like the app. Set
 ``CXR_BROWSER_SCREENSHOTS=/some/dir`` to keep screenshots of the result, history and worklist pages.
@@ -34,7 +34,7 @@ from tests.support.browser import (
     running_streamlit,
     throwaway_env,
 )
-from tests.support.xray_samples import DICOM, DICOM_PATIENT_ID, PNG, png_variant
+from tests.support.xray_samples import DICOM, DICOM_PATIENT_ID, PNG, ROUTINE_PNG, png_variant
 
 pytestmark = pytest.mark.browser
 
@@ -95,6 +95,11 @@ def _screenshot(page, tmp_path: Path, name: str) -> None:  # type: ignore[no-unt
         shutil.copy(shot, Path(keep) / name)
 
 
+def _badge(level: str) -> re.Pattern[str]:
+    """The triage badge's text: its material icon's name, then the level."""
+    return re.compile(rf"^([a-z_]+ )?{level.capitalize()}$")
+
+
 def _ordered_ids(page, prefix: str) -> list[int]:  # type: ignore[no-untyped-def]
     """Study IDs of the buttons keyed ``prefix<id>``, in page order. Streamlit gives each keyed widget the
     class ``st-key-<key>`` with every character other than letters, digits, _ and - replaced by -."""
@@ -125,16 +130,27 @@ def test_upload_png_and_dicom_then_history_and_worklist(server: Server, page, tm
         [png_study] = diagnosis.patient_history(PATIENT_ID)
         png_view = diagnosis.get_diagnosis(png_study.study_id, _doctor(), audit=False)
         detector = bool(read_registry().get("detector"))
-    for finding in png_view.top3:
-        expect(page.locator("p", has_text=f"{finding.label} {finding.probability:.0%}").first).to_be_visible()
-    expect(page.get_by_text("Top findings")).to_be_visible()
+    for name in png_view.likely:
+        f = next(f for f in png_view.findings if f.name == name)
+        expect(page.locator("p", has_text=f"{f.label} {f.probability:.0%}").first).to_be_visible()
+    expect(page.get_by_text("Likely findings")).to_be_visible()
+    # an abnormal sample (pneumothorax and pneumonia) is not routine
+    assert png_view.triage_level != "routine"
+    expect(page.get_by_text(_badge(png_view.triage_level)).first).to_be_visible()
     expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=STEP_MS)  # the zoomable film
     if detector:
         for box in png_view.boxes:
-            expect(page.get_by_text(f"{box.label} {box.confidence:.0%}", exact=True).first).to_be_visible()
+            expect(page.get_by_text(f"detector {box.confidence:.0%}").first).to_be_visible()
     else:
         expect(page.get_by_text("No detector model is active")).to_be_visible()
     _screenshot(page, tmp_path, "cxr_xray_result.png")
+
+    # A normal sample (NIH "No Finding", a test-split film the model reads as likely normal): routine.
+    page.locator("input[type=file]").set_input_files(str(ROUTINE_PNG))
+    expect(page.get_by_text("Analysed and saved in")).to_be_visible(timeout=STEP_MS)
+    expect(page.get_by_text(_badge("routine")).first).to_be_visible(timeout=STEP_MS)
+    expect(page.get_by_text("likely normal").first).to_be_visible()
+    _screenshot(page, tmp_path, "cxr_xray_routine.png")
 
     # The DICOM names another patient: a warning, nothing saved until the doctor confirms.
     page.locator("input[type=file]").set_input_files(str(DICOM))
@@ -144,14 +160,14 @@ def test_upload_png_and_dicom_then_history_and_worklist(server: Server, page, tm
     expect(page.get_by_text("Analysed and saved in")).to_be_visible(timeout=STEP_MS)
     expect(page.get_by_text("on the uploader's confirmation")).to_be_visible()
 
-    # History: both films, newest (the DICOM) first.
+    # History: the three films, newest (the DICOM) first.
     page.get_by_role("link", name="Imaging history").first.click()
-    expect(page.get_by_text("2 films, newest first")).to_be_visible(timeout=STEP_MS)
+    expect(page.get_by_text("3 films, newest first")).to_be_visible(timeout=STEP_MS)
     with Environment(server.env):
         history = [s.study_id for s in diagnosis.patient_history(PATIENT_ID)]
         expected_worklist = [item.study_id for item in diagnosis.worklist()]
     expect(page.locator('[class*="st-key-xr-open-"]')).to_have_count(len(history), timeout=STEP_MS)
-    assert _ordered_ids(page, "xr.open.") == history and history[1] == png_study.study_id
+    assert _ordered_ids(page, "xr.open.") == history and history[2] == png_study.study_id
     _screenshot(page, tmp_path, "cxr_history.png")
 
     # Worklist: the seeded urgent film first, the seeded routine one last, today's films by triage.
@@ -160,11 +176,11 @@ def test_upload_png_and_dicom_then_history_and_worklist(server: Server, page, tm
     # the rows arrive over the websocket one after the other: wait for all of them
     expect(page.locator('[class*="st-key-wl-open-"]')).to_have_count(len(expected_worklist), timeout=STEP_MS)
     shown = _ordered_ids(page, "wl.open.")
-    assert shown == expected_worklist and set(history) <= set(shown) and len(shown) == 4
+    assert shown == expected_worklist and set(history) <= set(shown) and len(shown) == 5
     _screenshot(page, tmp_path, "cxr_worklist.png")
     page.locator(f".st-key-wl-open-{png_study.study_id} button").click()
     expect(page.get_by_text(f"HOPPER, Grace · {PATIENT_ID}")).to_be_visible(timeout=STEP_MS)
-    expect(page.get_by_text("Top findings")).to_be_visible(timeout=STEP_MS)
+    expect(page.get_by_text("Likely findings")).to_be_visible(timeout=STEP_MS)
 
 
 def _doctor():  # type: ignore[no-untyped-def]

@@ -223,7 +223,11 @@ def finding_tiers(view: DiagnosisView) -> None:
             f"**Overall:** chance of an abnormal finding {view.abnormality:.0%}"
             + (f" · of an urgent finding {view.urgency:.0%}" if view.urgency is not None else "")
         )
-    st.markdown("**Likely findings**")
+    st.markdown(
+        "**Likely findings**",
+        help="Over the finding's high-specificity cut: on validation films, at least 95 % of the films without "
+        "that finding stay under it. The percentage is the calibrated probability on this abnormal-rich data.",
+    )
     if not view.likely:
         st.caption("None: no finding is over its high-specificity cut.")
     for name in view.likely:

@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "assets" / "samples"
 PNG = SAMPLES / "00005869_001.png"
 PNGS = tuple(sorted(SAMPLES.glob("*.png")))
+#: an NIH "No Finding" test-split film (256 px) that the committed model reads as likely normal: routine
+ROUTINE_PNG = SAMPLES / "routine" / "00001996_010.png"
 DICOM = SAMPLES / "nih_dx_chest_nofinding_1024.dcm"  # PatientID 'Covid0000'
 DICOM_PATIENT_ID = "Covid0000"
 NOT_CHEST_DICOM = SAMPLES / "nema_rg3_extremity_cr_NOT_CHEST_j2k_lossy.dcm"
