@@ -38,7 +38,15 @@ def folder(tmp_path: Path) -> Path:
 def test_json_gains_triage(capsys: pytest.CaptureFixture[str]) -> None:
     status, [row], _ = run(capsys, str(PNGS[0]))
     assert status == 0 and row["accepted"]
-    assert set(row["triage"]) == {"level", "uncertain", "reason", "abnormality", "urgency", "likely", "possible"}
+    assert set(row["triage"]) == {
+        "level",
+        "uncertain",
+        "reason",
+        "abnormality",
+        "urgency",
+        "likely",
+        "possible",
+    }
     assert row["triage"]["level"] in ("urgent", "priority", "routine")
     assert row["triage"]["uncertain"] == bool(row["triage"]["reason"])
     assert 0.0 <= row["triage"]["urgency"] <= row["triage"]["abnormality"] <= 1.0

@@ -147,13 +147,15 @@ def read_coco_tensors(path: Path, expected_sha256: str = COCO_SHA256) -> dict[st
 
 def build_init_checkpoint(out: Path, coco: Path, arch: str = "yolov5n.yaml") -> dict[str, int]:
     """Write an Ultralytics checkpoint of ``arch`` whose backbone and neck come from the COCO tensors."""
+    import core.ml.yolo_env
+
+    core.ml.yolo_env.configure()  # before ultralytics is imported: offline settings
     import torch
     from ultralytics import YOLO
 
-    import core.yolo_env  # noqa: F401  (before ultralytics: offline settings)
-
     yolo = YOLO(arch, task="detect")
-    target = yolo.model.state_dict()
+    model: Any = yolo.model  # a DetectionModel (typed loosely by Ultralytics)
+    target = model.state_dict()
     tensors = read_coco_tensors(coco)
     loaded, skipped_head, mismatched = {}, 0, 0
     for name, tensor in tensors.items():
@@ -166,12 +168,12 @@ def build_init_checkpoint(out: Path, coco: Path, arch: str = "yolov5n.yaml") -> 
             mismatched += 1
     if mismatched or not loaded:
         raise ValueError(f"{mismatched} backbone/neck tensors do not fit {arch}; {len(loaded)} did")
-    yolo.model.load_state_dict(loaded, strict=False)
+    model.load_state_dict(loaded, strict=False)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # the layout Ultralytics' trainer reads for a .pt start: the model object under "model"
     torch.save(
-        {"model": yolo.model.float(), "train_args": {}, "date": None, "version": "coco-init", "epoch": -1},
+        {"model": model.float(), "train_args": {}, "date": None, "version": "coco-init", "epoch": -1},
         out,
     )
     return {"loaded": len(loaded), "head_skipped": skipped_head, "target": len(target)}

@@ -19,6 +19,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -136,7 +137,7 @@ def bootstrap_auc(y: np.ndarray, p: np.ndarray, patients: np.ndarray, seed: int 
                 reps[b, k] = roc_auc_score(yk, p[idx, k])
     valid = ~np.isnan(point)
     mean_reps = np.nanmean(reps[:, valid], axis=1)
-    per = {}
+    per: dict[str, dict[str, Any]] = {}
     for k, name in enumerate(FINDINGS):
         if np.isnan(point[k]):
             per[name] = {"auc": None, "ci95": None, "positives": int(y[:, k].sum())}

@@ -59,7 +59,7 @@ def _inside(point: tuple[float, float], boxes: np.ndarray) -> bool:
 
 def _prior_points(boxes: pd.DataFrame) -> dict[str, tuple[float, float]]:
     """Per finding, the peak of the mean box mask on the training split."""
-    out = {}
+    out: dict[str, tuple[float, float]] = {}
     for finding, rows in boxes[boxes["split"] == "train"].groupby("finding"):
         mask = np.zeros((GRID, GRID))
         for r in rows.itertuples():
@@ -67,7 +67,7 @@ def _prior_points(boxes: pd.DataFrame) -> dict[str, tuple[float, float]]:
             x2, y2 = int(np.ceil(r.x2 / FRAME * GRID)), int(np.ceil(r.y2 / FRAME * GRID))
             mask[y1:y2, x1:x2] += 1
         y, x = np.unravel_index(int(np.argmax(mask)), mask.shape)
-        out[str(finding)] = ((x + 0.5) / GRID, (y + 0.5) / GRID)
+        out[str(finding)] = (float(x + 0.5) / GRID, float(y + 0.5) / GRID)
     return out
 
 
@@ -101,7 +101,7 @@ def evaluate(model_dir: Path, data_dir: Path) -> dict[str, Any]:
             finding: {name: _rate(hits) for name, hits in game.items()}
             for finding, game in sorted(games.items())
         }
-    localised = {}
+    localised: dict[str, bool | None] = {}
     for finding in classifier.finding_names:
         val = report["splits"]["val"].get(finding)
         if not val or val["heat map"]["films"] < MIN_BOXED_FILMS:

@@ -221,6 +221,13 @@ def _fraction(hit: np.ndarray, among: np.ndarray) -> float | None:
     return float(hit[among].mean()) if among.any() else None
 
 
+def _within(
+    stat: Callable[[np.ndarray], float | None], idx: np.ndarray
+) -> Callable[[np.ndarray], float | None]:
+    """``stat`` of a bootstrap sample drawn from the films ``idx``."""
+    return lambda b: stat(idx[b])
+
+
 def _measure(
     name: str,
     stat: Callable[[np.ndarray], float | None],
@@ -238,15 +245,13 @@ def _measure(
         value = stat(idx)
         per_source[source] = {
             "value": value,
-            "ci95": _bootstrap(patients[idx], lambda b, idx=idx: stat(idx[b]), seed)
-            if value is not None
-            else None,
+            "ci95": _bootstrap(patients[idx], _within(stat, idx), seed) if value is not None else None,
             "films": int(len(idx)),
         }
 
     def balanced(idx: np.ndarray) -> float | None:
-        values = [stat(idx[sources[idx] == s]) for s in big if (sources[idx] == s).any()]
-        values = [v for v in values if v is not None]
+        found = [stat(idx[sources[idx] == s]) for s in big if (sources[idx] == s).any()]
+        values = [v for v in found if v is not None]
         return float(np.mean(values)) if values else None
 
     overall = stat(everyone)

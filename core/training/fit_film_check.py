@@ -104,7 +104,7 @@ def non_chest_pictures() -> Iterator[tuple[str, bytes]]:
                 yield f"{package}/{path.name}", path.read_bytes()
     from pydicom.data import get_testdata_file
 
-    for path in sorted(Path(get_testdata_file("CT_small.dcm")).parent.glob("*.dcm")):
+    for path in sorted(Path(str(get_testdata_file("CT_small.dcm"))).parent.glob("*.dcm")):
         yield f"pydicom/{path.name}", path.read_bytes()
 
 
@@ -147,7 +147,7 @@ def augmented(pixels: np.ndarray, rng: np.random.Generator) -> Iterator[np.ndarr
         ch, cw = min(ch, h), min(cw, w)
         y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
         crop = pixels[y : y + ch, x : x + cw]
-        crop = np.rot90(crop, rng.integers(0, 4))
+        crop = np.rot90(crop, int(rng.integers(0, 4)))
         if rng.random() < 0.3:
             crop = 1.0 - crop
         yield np.ascontiguousarray(crop)
@@ -199,7 +199,7 @@ def refusal_on_held_out(classifier: Classifier, check: fc.FilmCheck) -> dict[str
     }
 
 
-def fit(classifier: Classifier, data_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def fit(classifier: Classifier, data_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -218,7 +218,7 @@ def fit(classifier: Classifier, data_dir: Path) -> tuple[dict[str, np.ndarray], 
     )
     scaler = StandardScaler().fit(x)
     model = LogisticRegression(max_iter=3000, C=0.05, class_weight="balanced").fit(scaler.transform(x), y)
-    arrays = {
+    arrays: dict[str, Any] = {
         "kinds": np.array(fc.KINDS),
         "coef": model.coef_,
         "intercept": model.intercept_,
