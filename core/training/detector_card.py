@@ -86,7 +86,7 @@ def write_detector_card(card: dict[str, Any], path: Path) -> None:
         "points with a few boxes.",
         "",
         "## Training",
-        f"- {t['model']} from scratch (no pretrained weights can be had offline), {t['epochs']} epochs "
+        f"- {card['architecture']}; {t['epochs']} epochs "
         f"planned, {t.get('epochs_run')} run{' (early stop)' if t.get('stopped_early') else ''}, best "
         f"validation epoch {t.get('best_epoch')}; image size {t['imgsz']}, batch {t['batch']}, seed "
         f"{t['seed']}, device {t['device']}, {t.get('threads')} threads; {minutes:.1f} min.",
@@ -129,8 +129,10 @@ def write_detector_card(card: dict[str, Any], path: Path) -> None:
         "measured.",
         "",
         "## Limits",
-        "- Trained from scratch on about 730 images: far below what detectors usually need; expect misses, "
-        "especially for small findings (nodules, fractures) at this input size.",
+        "- Trained on about 730 images (from scratch, or from a COCO backbone of everyday objects): far below "
+        "what detectors usually need; expect misses, especially for small findings (nodules, fractures).",
+        f"- Boxes are drawn only for {', '.join(th.get('drawn_classes') or [c['name'] for c in card['classes']])}"
+        f" ({th.get('drawn_rule', 'every class')}).",
         "- The boxes come from three sources with different habits (NIH boxes are loose, ChestX-Det boxes "
         "tight, RSNA boxes mark pneumonia-like opacity only), and most images were boxed for one or two "
         "findings only: an unboxed finding on a training image was taught as background.",

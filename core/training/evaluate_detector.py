@@ -43,6 +43,7 @@ from core.ml.detector import (
     to_model_input,
 )
 from core.training import detector_metrics as dm
+from core.training.coco_init import COCO_SHA256
 
 log = logging.getLogger("evaluate_detector")
 
@@ -180,6 +181,18 @@ def serving_metrics(scored: dm.Scored, classes: tuple[str, ...]) -> dict[str, An
     }
 
 
+def _architecture(train: dict[str, Any]) -> str:
+    """How the trained network started, in words for the card."""
+    model, version = Path(train["model"]), train["versions"]["ultralytics"]
+    if model.suffix == ".pt" and "coco" in model.name:
+        return (
+            f"YOLOv5nu (Ultralytics {version}); backbone and neck initialised from the official COCO YOLOv5n "
+            f"checkpoint (sha256 {COCO_SHA256[:16]}..., read as tensors only: core/training/coco_init.py), "
+            "detection head trained from scratch"
+        )
+    return f"{model.stem} (Ultralytics {version}), built from its architecture yaml: no pretrained weights"
+
+
 def evaluate(
     run: Path,
     data_yaml: Path | None = None,
@@ -245,8 +258,7 @@ def evaluate(
         "kind": "detector",
         "version": version or run.name,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "architecture": f"{Path(train['model']).stem} (Ultralytics {train['versions']['ultralytics']}), "
-        "built from its architecture yaml: no pretrained weights",
+        "architecture": _architecture(train),
         "classes": [{"name": c, "members": members.get(c, [c])} for c in classes],
         "input": {
             "size": imgsz,
