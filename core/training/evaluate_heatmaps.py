@@ -18,7 +18,6 @@ import argparse
 import json
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from core.ml.boxes import SOURCE_TO_FINDING
 from core.ml.classifier import Classifier
 from core.ml.registry import active_model_dir
 from core.training.evaluate_classifier import wilson
+from core.training.model_card import put_section
 
 log = logging.getLogger("evaluate_heatmaps")
 
@@ -41,8 +41,6 @@ BOX_TO_FINDING = SOURCE_TO_FINDING
 FRAME = 1024.0  # box coordinates are in NIH's 1024 px frame
 GRID = 64  # the map is upsampled to this grid before its peak is taken
 MIN_BOXED_FILMS = 5
-CARD_BEGIN = "<!-- heatmap-evaluation:begin -->"
-CARD_END = "<!-- heatmap-evaluation:end -->"
 
 
 def _peak(cam: np.ndarray) -> tuple[float, float]:
@@ -150,17 +148,13 @@ def write_card(model_dir: Path, report: dict[str, Any], text: str) -> None:
     for f in card["findings"]:
         f["localised"] = report["localised"].get(f["name"])
     card_path.write_text(json.dumps(card, indent=2) + "\n")
-    md_path = model_dir / "MODEL_CARD.md"
-    md = md_path.read_text()
-    block = (
-        f"{CARD_BEGIN}\n## Heat maps: do they point at the finding?\n\n"
-        f"Measured with `python -m core.training.evaluate_heatmaps --write-card`.\n\n{text}\n{CARD_END}"
+    put_section(
+        model_dir / "MODEL_CARD.md",
+        "heatmap-evaluation",
+        "Heat maps: do they point at the finding?",
+        "python -m core.training.evaluate_heatmaps --write-card",
+        text,
     )
-    if CARD_BEGIN in md:
-        md = re.sub(re.escape(CARD_BEGIN) + ".*?" + re.escape(CARD_END), lambda _: block, md, flags=re.S)
-    else:
-        md = md.rstrip() + "\n\n" + block + "\n"
-    md_path.write_text(md)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,6 @@ import argparse
 import json
 import logging
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +47,7 @@ from core.config import get_settings
 from core.ml import triage
 from core.ml.classifier import Classifier
 from core.ml.registry import active_model_dir
+from core.training.model_card import put_section
 
 log = logging.getLogger("evaluate_triage")
 
@@ -56,8 +56,6 @@ MIN_SOURCE_ABNORMAL = 20  # a source with fewer abnormal validation films cannot
 MIN_SOURCE_FILMS = 20  # sources with fewer test films are pooled into the overall figure only
 BOOTSTRAP = 1000
 NF, URGENT_GROUP, OTHER = "No Finding", "urgent finding", "other abnormal"
-CARD_BEGIN = "<!-- triage-evaluation:begin -->"
-CARD_END = "<!-- triage-evaluation:end -->"
 
 
 @dataclass(frozen=True)
@@ -539,14 +537,13 @@ def write_card(model_dir: Path, report: dict[str, Any], text: str) -> None:
     )
     card["triage_evaluation"] = json.loads(json.dumps(report, default=float))
     card_path.write_text(json.dumps(card, indent=2) + "\n")
-    md_path = model_dir / "MODEL_CARD.md"
-    md = md_path.read_text()
-    block = f"{CARD_BEGIN}\n## Triage and source-stratified evaluation\n\nMeasured with `python -m core.training.evaluate_triage --write-card`.\n\n{text}\n{CARD_END}"
-    if CARD_BEGIN in md:
-        md = re.sub(re.escape(CARD_BEGIN) + ".*?" + re.escape(CARD_END), lambda _: block, md, flags=re.S)
-    else:
-        md = md.rstrip() + "\n\n" + block + "\n"
-    md_path.write_text(md)
+    put_section(
+        model_dir / "MODEL_CARD.md",
+        "triage-evaluation",
+        "Triage and source-stratified evaluation",
+        "python -m core.training.evaluate_triage --write-card",
+        text,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

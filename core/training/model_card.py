@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,19 @@ def write_classifier_card(card: dict[str, Any], path: Path) -> None:
         "",
     ]
     path.write_text("\n".join(lines))
+
+
+def put_section(md_path: Path, key: str, title: str, command: str, text: str) -> None:
+    """Write one measured section into a MODEL_CARD.md between ``<!-- key:begin -->`` and ``<!-- key:end -->``
+    markers: replaced in place when it is there, appended otherwise (so a rerun never duplicates it)."""
+    begin, end = f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
+    block = f"{begin}\n## {title}\n\nMeasured with `{command}`.\n\n{text}\n{end}"
+    md = md_path.read_text()
+    if begin in md:
+        md = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, md, flags=re.S)
+    else:
+        md = md.rstrip() + "\n\n" + block + "\n"
+    md_path.write_text(md)
 
 
 def scope_measurement_markdown(measured: dict[str, Any]) -> str:
