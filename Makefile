@@ -25,9 +25,10 @@ browser:
 test: setup browser
 	$(PY) -m pytest
 
-# The inner loop: everything but the model-training (`slow`) and real-browser tests, both databases.
+# The inner loop: everything but the model-training (`slow`) and real-browser tests, both databases, on every
+# core (pytest-xdist; each worker migrates its own SQLite file and PostgreSQL schema).
 test-fast: setup
-	$(PY) -m pytest -m "not slow and not browser"
+	$(PY) -m pytest -n auto -m "not slow and not browser"
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy core db pages ui app.py
