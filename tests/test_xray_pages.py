@@ -257,3 +257,13 @@ def test_worklist_orders_by_triage_then_waiting_and_opens_a_study(
 def test_worklist_empty(account: TestAccount) -> None:
     at = open_page(login(account), session.WORKLIST_PAGE)
     assert "No X-ray is waiting for review." in texts(at)
+
+
+def test_a_refused_upload_clears_the_previous_result(account: TestAccount, make_patient: MakePatient) -> None:
+    make_patient("ED-1")
+    at = upload(open_page(login(account), session.XRAY_PAGE, "ED-1"), "chest.png", PNG.read_bytes())
+    assert "Likely findings" in texts(at)
+    at = upload(at, "broken.png", PNG.read_bytes()[:4000], "application/octet-stream")
+    assert "Nothing was saved." in at.error[0].value
+    # the earlier film's read is gone from the screen: it would read as this upload's
+    assert "Likely findings" not in texts(at) and session.STUDY_ID not in at.session_state

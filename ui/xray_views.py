@@ -98,6 +98,8 @@ def handle_upload(record: PatientRecord, user: AuthenticatedUser) -> None:
             f"I confirm this image belongs to patient {patient_id}", key=f"xr.confirm.{upload.file_id}"
         )
         if not st.button("Analyse and save", icon=":material/save:", disabled=not confirmed):
+            st.session_state.pop(session.STUDY_ID, None)  # pending: no earlier result under the warning
+            st.session_state.pop(VIEW, None)
             return
     if kind in ("new", "mismatch"):
         with st.spinner("Analysing the X-ray…"):
@@ -123,7 +125,12 @@ def handle_upload(record: PatientRecord, user: AuthenticatedUser) -> None:
                 kind, message = outcomes[upload.file_id] = ("saved", done)
     if kind == "saved":
         st.success(message, icon=":material/check_circle:")
-    elif kind in ("refused", "error"):
+        return
+    # refused, failed or waiting for the doctor's confirmation: the previous film's result must not stay on
+    # screen under the message, where it would read as this upload's
+    st.session_state.pop(session.STUDY_ID, None)
+    st.session_state.pop(VIEW, None)
+    if kind in ("refused", "error"):
         st.error(f"{message} Nothing was saved.", icon=":material/block:")
 
 
