@@ -524,7 +524,9 @@ def test_non_image_files_are_unsupported(data: bytes, named: str | None) -> None
 def test_truncated_png_is_corrupt() -> None:
     data = CHEST_PNG.read_bytes()
     exc = refusal(lambda: read_image(data[: len(data) // 2]), CorruptImage)
-    assert exc.user_message == "This file is not a readable image (it may be damaged or incomplete)."
+    # issue 13: a file cut short says so (same code, corrupt_image)
+    assert exc.code == "corrupt_image"
+    assert exc.user_message.startswith("The file is incomplete (truncated)")
     # Cut just before its end marker: the pixels decode, but the transfer was incomplete (verify() sees it).
     refusal(lambda: read_image(data[:-12]), CorruptImage)
 
@@ -585,7 +587,9 @@ def test_dicom_without_pixel_data() -> None:
     del ds.PixelData
     buffer = io.BytesIO()
     ds.save_as(buffer)
-    refusal(lambda: read_image(buffer.getvalue()), NoPixelData)
+    # issue 13: an image (Rows, Columns) whose file ends before its pixels is a file cut short, not a report
+    exc = refusal(lambda: read_image(buffer.getvalue()), CorruptImage)
+    assert "truncated" in exc.user_message
     # A real structured report (pydicom's bundled SR).
     exc = refusal(lambda: read_image(Path(get_testdata_file("test-SR.dcm")).read_bytes()), NoPixelData)
     assert exc.code == "no_pixel_data"

@@ -33,6 +33,7 @@ from core.imaging.errors import (
     NoPixelData,
     NotChestXray,
     TooManyPixels,
+    TruncatedFile,
     UnsupportedFormat,
     WrongModality,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "PlausibilityCheck",
     "SourceFormat",
     "TooManyPixels",
+    "TruncatedFile",
     "UnsupportedFormat",
     "WrongModality",
     "XrayImage",

@@ -17,8 +17,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from core.config import Settings
-from core.imaging._pixels import check_pixel_count, colour_stats, finish, luma, percentile_window
-from core.imaging.errors import CorruptImage, NoPixelData, UnsupportedFormat
+from core.imaging._pixels import (
+    check_decoded_bytes,
+    check_pixel_count,
+    colour_stats,
+    decode_slot,
+    finish,
+    luma,
+    map_bands,
+    percentile_window,
+    reduce_array,
+    reduction_factor,
+    stride,
+)
+from core.imaging.errors import CorruptImage, NoPixelData, TruncatedFile, UnsupportedFormat
 from core.imaging.image import XrayImage
 from core.imaging.scope import check_dicom_scope
 
@@ -30,6 +42,11 @@ log = logging.getLogger(__name__)
 # (7FE0,0010) Pixel Data as it appears in little- and big-endian files.
 _PIXEL_DATA_TAG_LE = b"\xe0\x7f\x10\x00"
 _PIXEL_DATA_TAG_BE = b"\x7f\xe0\x00\x10"
+# The longest value each value representation allows (PS3.5 6.2); longer strings from a file are cut to
+# these before they are stored or shown (one crafted file carried an 11 MB description). PN: three
+# component groups of 64.
+VR_MAX_CHARS = {"AE": 16, "AS": 4, "CS": 16, "DA": 8, "DS": 16, "DT": 26, "IS": 12, "LO": 64, "PN": 194}
+VR_MAX_CHARS |= {"SH": 16, "TM": 14, "UI": 64, "ST": 1024, "LT": 10240}
 
 
 @dataclass(frozen=True)
@@ -72,6 +89,20 @@ def looks_like_dicom(data: bytes) -> bool:
     return data[128:132] == b"DICM" or data.startswith(b"DICM")
 
 
+def _stream(data: bytes) -> io.BytesIO:
+    # pydicom looks for 'DICM' after a 128-byte preamble only; a file that starts with 'DICM' (its preamble
+    # dropped) is given an empty one back, so its file meta information is read as such.
+    return io.BytesIO(bytes(128) + data if data.startswith(b"DICM") else data)
+
+
+def bounded(value: object, vr: str = "LO") -> str | None:
+    """A DICOM value as stripped text cut to its VR's maximum length (``None`` when empty or absent)."""
+    if value is None:
+        return None
+    text = str(value).strip()[: VR_MAX_CHARS.get(vr, 64)].strip()
+    return text or None
+
+
 def header_patient_id(data: bytes) -> str | None:
     """The Patient ID of a DICOM file from its header alone (no pixel decoding), else ``None``."""
     if not looks_like_dicom(data):
@@ -79,11 +110,10 @@ def header_patient_id(data: bytes) -> str | None:
     import pydicom
 
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=data.startswith(b"DICM"))
+        ds = pydicom.dcmread(_stream(data), stop_before_pixels=True)
     except Exception:  # the reader gives the proper refusal when the file is analysed
         return None
-    value = str(ds.get("PatientID") or "").strip()
-    return value or None
+    return bounded(ds.get("PatientID"), "LO")
 
 
 def read_dicom(data: bytes, sha: str, settings: Settings) -> XrayImage:
@@ -92,9 +122,11 @@ def read_dicom(data: bytes, sha: str, settings: Settings) -> XrayImage:
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=data.startswith(b"DICM"))
+        ds = pydicom.dcmread(_stream(data))
     except InvalidDicomError as exc:
         raise CorruptImage(f"not a valid DICOM file: {exc}") from exc
+    except EOFError as exc:
+        raise TruncatedFile(f"DICOM parse ran out of bytes: {exc}") from exc
     except Exception as exc:  # truncated headers raise EOFError, struct.error, ValueError...
         raise CorruptImage(f"DICOM parse failed: {type(exc).__name__}: {exc}") from exc
 
@@ -103,7 +135,10 @@ def read_dicom(data: bytes, sha: str, settings: Settings) -> XrayImage:
     if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         if _PIXEL_DATA_TAG_LE in data or _PIXEL_DATA_TAG_BE in data:
             # The bytes hold a Pixel Data element that the parser lost: truncated, not a report.
-            raise CorruptImage("Pixel Data tag present in the bytes but not parsed")
+            raise TruncatedFile("Pixel Data tag present in the bytes but not parsed")
+        if "Rows" in ds and "Columns" in ds:
+            # The image pixel module is there and its pixels are not: an image cut short, not a report.
+            raise TruncatedFile("image attributes present, the file ends before its Pixel Data")
         meta = getattr(ds, "file_meta", None)
         if "SOPClassUID" not in ds and (meta is None or "MediaStorageSOPClassUID" not in meta):
             # Every DICOM object names its SOP class; without one this is noise behind a DICM marker.
@@ -114,6 +149,8 @@ def read_dicom(data: bytes, sha: str, settings: Settings) -> XrayImage:
     if info.rows <= 0 or info.cols <= 0:
         raise CorruptImage(f"Rows/Columns missing or zero: {info.rows}x{info.cols}")
     check_pixel_count(info.cols, info.rows, settings)
+    photometric = (info.photometric or "MONOCHROME2").upper()
+    check_decoded_bytes(info.cols, info.rows, _decoded_bytes_per_pixel(ds, photometric))
 
     notes: list[str] = []
     if info.number_of_frames > 1:
@@ -121,20 +158,8 @@ def read_dicom(data: bytes, sha: str, settings: Settings) -> XrayImage:
             f"The DICOM file holds {info.number_of_frames} frames; only the first is shown and analysed."
         )
         log.info("DICOM %s has %d frames; using the first", sha[:12], info.number_of_frames)
-    arr = _decode_first_frame(ds)
-
-    photometric = (info.photometric or "MONOCHROME2").upper()
-    bits_stored = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8)
-    mean_chroma = spread = 0.0
-    if arr.ndim == 3 or photometric == "PALETTE COLOR":
-        pixels, windowing, mean_chroma, spread = _dicom_colour_to_grey(arr, ds, photometric, bits_stored)
-    else:
-        pixels, windowing = _dicom_grey(arr, ds, bits_stored)
-        if photometric == "MONOCHROME1":
-            # MONOCHROME1 shows the lowest value as white; flip so that every image reaching the models is
-            # MONOCHROME2 (air dark, bone bright), as the NIH training images are.
-            pixels = 1.0 - pixels
-            windowing += ", MONOCHROME1 inverted"
+    with decode_slot():
+        pixels, windowing, bits_stored, mean_chroma, spread = _decode(ds, data, photometric, notes)
     return XrayImage(
         pixels=finish(pixels),
         source_format="dicom",
@@ -149,13 +174,55 @@ def read_dicom(data: bytes, sha: str, settings: Settings) -> XrayImage:
     )
 
 
+def _decoded_bytes_per_pixel(ds: Dataset, photometric: str) -> int:
+    try:
+        allocated = -(-int(ds.get("BitsAllocated") or 8) // 8)
+        samples = int(ds.get("SamplesPerPixel") or 1)
+    except (TypeError, ValueError):
+        return 4
+    return 3 * 2 if photometric == "PALETTE COLOR" else max(1, samples) * max(1, allocated)
+
+
+def _decode(
+    ds: Dataset, data: bytes, photometric: str, notes: list[str]
+) -> tuple[np.ndarray, str, int, float, float]:
+    """(pixels in [0, 1], windowing, bits stored, mean chroma, spread): the first frame decoded, reduced to
+    MAX_ANALYSIS_PIXELS while still integers, then windowed a band of rows at a time (float32 only)."""
+    arr = _decode_first_frame(ds, data)
+    for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+        if keyword in ds:
+            delattr(ds, keyword)  # the decoded array is all that is needed now: free the encoded copy
+    factor = reduction_factor(arr.shape[1], arr.shape[0])
+    if factor > 1:
+        rows, cols = arr.shape[:2]
+        reduced = reduce_array(arr, factor)
+        # Back to the stored integers: lookup tables (modality, VOI, palette) index by them.
+        arr = np.rint(reduced).astype(arr.dtype) if arr.dtype.kind in "iu" else reduced
+        notes.append(
+            f"The image ({cols} x {rows} pixels) was reduced to {arr.shape[1]} x {arr.shape[0]} for analysis."
+        )
+    bits_stored = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8)
+    mean_chroma = spread = 0.0
+    if arr.ndim == 3 or photometric == "PALETTE COLOR":
+        pixels, windowing, mean_chroma, spread = _dicom_colour_to_grey(arr, ds, photometric, bits_stored)
+    else:
+        pixels, windowing = _dicom_grey(arr, ds, bits_stored)
+        if photometric == "MONOCHROME1":
+            # MONOCHROME1 shows the lowest value as white; flip so that every image reaching the models is
+            # MONOCHROME2 (air dark, bone bright), as the NIH training images are.
+            np.subtract(1.0, pixels, out=pixels)
+            windowing += ", MONOCHROME1 inverted"
+    return pixels, windowing, bits_stored, mean_chroma, spread
+
+
 def _dicom_info(ds: Dataset) -> DicomInfo:
     def text(keyword: str) -> str | None:
-        value = ds.get(keyword)
-        if value is None:
+        element = ds.get(keyword) if keyword in ds else None
+        if element is None:
             return None
-        value = str(value).strip()
-        return value or None
+        from pydicom.datadict import dictionary_VR
+
+        return bounded(element, dictionary_VR(keyword))
 
     def integer(keyword: str, default: int) -> int:
         try:
@@ -191,7 +258,23 @@ def _parse_da(value: str | None) -> date | None:
         return None
 
 
-def _decode_first_frame(ds: Dataset) -> np.ndarray:
+def _pixel_data_cut_short(data: bytes) -> bool:
+    """Whether the last Pixel Data element of ``data`` declares more bytes than the file still holds."""
+    import struct
+
+    tag = data.rfind(_PIXEL_DATA_TAG_LE)
+    if tag < 0:
+        return False
+    if data[tag + 4 : tag + 6] in (b"OB", b"OW", b"OF", b"OD", b"UN"):
+        (length,) = struct.unpack("<I", data[tag + 8 : tag + 12].ljust(4, b"\0"))
+        start = tag + 12
+    else:  # implicit VR: a four-byte length right after the tag
+        (length,) = struct.unpack("<I", data[tag + 4 : tag + 8].ljust(4, b"\0"))
+        start = tag + 8
+    return length != 0xFFFFFFFF and start + length > len(data)
+
+
+def _decode_first_frame(ds: Dataset, data: bytes) -> np.ndarray:
     from pydicom.pixels import pixel_array
 
     try:
@@ -210,7 +293,18 @@ def _decode_first_frame(ds: Dataset) -> np.ndarray:
             ) from exc
         raise CorruptImage(f"DICOM pixel decode failed: {type(exc).__name__}: {exc}") from exc
     except Exception as exc:  # truncated or inconsistent pixel data: ValueError, decoder errors...
-        raise CorruptImage(f"DICOM pixel decode failed: {type(exc).__name__}: {exc}") from exc
+        detail = f"DICOM pixel decode failed: {type(exc).__name__}: {exc}"
+        if _pixel_data_cut_short(data):
+            raise TruncatedFile(detail) from exc
+        if "less than expected" in str(exc):
+            raise CorruptImage(
+                detail,
+                user_message=(
+                    "This DICOM file holds fewer pixels than its header declares: it is incomplete (truncated) "
+                    "or its header is wrong; please export it again."
+                ),
+            ) from exc
+        raise CorruptImage(detail) from exc
 
 
 def _dicom_grey(arr: np.ndarray, ds: Dataset, bits_stored: int) -> tuple[np.ndarray, str]:
@@ -222,27 +316,32 @@ def _dicom_grey(arr: np.ndarray, ds: Dataset, bits_stored: int) -> tuple[np.ndar
     )
     has_voi = bool(ds.get("VOILUTSequence")) or ("WindowCenter" in ds and "WindowWidth" in ds)
     try:
-        values = apply_modality_lut(arr, ds)
+        # float32, a band of rows at a time: pydicom's float64 results never span the whole image
+        values = map_bands(arr, lambda band: apply_modality_lut(band, ds))
     except Exception as exc:
         raise CorruptImage(f"Modality LUT failed: {type(exc).__name__}: {exc}") from exc
 
     if has_voi:
         try:
-            windowed = np.asarray(apply_voi_lut(values, ds, index=0), dtype=np.float64)
             low, high = _voi_output_range(values, ds)
             if high > low:
+                # the modality LUT again, band by band, so that the VOI sees what pydicom's own pipeline gives it
+                windowed = map_bands(arr, lambda band: apply_voi_lut(apply_modality_lut(band, ds), ds, index=0))
+                windowed -= np.float32(low)
+                windowed /= np.float32(high - low)
                 how = "VOI LUT" if ds.get("VOILUTSequence") else _describe_window(ds)
-                return (windowed - low) / (high - low), how
+                return windowed, how
             log.warning("VOI output range is empty (%s..%s); falling back to percentiles", low, high)
         except Exception as exc:  # a broken window (width 0, bad LUT) should not cost the doctor the image
             log.warning("VOI LUT / window not applied (%s: %s); using percentiles", type(exc).__name__, exc)
-    values = np.asarray(values, dtype=np.float64)
     if bits_stored <= 8 and not has_modality_lut:
         # 8-bit data is already display-ready (the NIH DICOMs are 8-bit exports of the PNGs): keep it as is,
         # so that a DICOM and the PNG of the same image give the same pixels.
         signed = int(ds.get("PixelRepresentation") or 0) == 1
         low = -(2 ** (bits_stored - 1)) if signed else 0
-        return (values - low) / (2**bits_stored - 1), f"full range ({bits_stored}-bit)"
+        values -= np.float32(low)
+        values /= np.float32(2**bits_stored - 1)
+        return values, f"full range ({bits_stored}-bit)"
     return percentile_window(values)
 
 
@@ -292,7 +391,8 @@ def _dicom_colour_to_grey(
         bits_stored = 16 if arr.dtype == np.uint16 else 8
     # pydicom has already turned YBR into RGB (raw=False).
     scale = float(2 ** min(bits_stored, 16) - 1)
-    rgb = np.asarray(arr, dtype=np.float64) / scale
-    rgb8 = np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
-    mean_chroma, spread = colour_stats(rgb8)
-    return luma(rgb), f"RGB to grey (ITU-R 601 luma), {bits_stored}-bit", mean_chroma, spread
+    step = stride(arr)  # the colour measured on about a million pixels, never a float copy of all of them
+    sample = np.asarray(arr[::step, ::step], dtype=np.float64) / scale
+    mean_chroma, spread = colour_stats(np.round(np.clip(sample, 0, 1) * 255).astype(np.uint8))
+    grey = map_bands(arr, lambda band: luma(np.asarray(band, dtype=np.float32)) / np.float32(scale))
+    return grey, f"RGB to grey (ITU-R 601 luma), {bits_stored}-bit", mean_chroma, spread

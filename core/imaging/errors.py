@@ -59,6 +59,17 @@ class CorruptImage(ImageRejected):
     default_message = "This file is not a readable image (it may be damaged or incomplete)."
 
 
+class TruncatedFile(CorruptImage):
+    """The file ends before the image it declares does (cut short in a transfer or a copy).
+
+    The same ``code`` as :class:`CorruptImage` (a truncated file is a damaged one); the message says which.
+    """
+
+    default_message = (
+        "The file is incomplete (truncated): it ends before its image does; please upload the whole file again."
+    )
+
+
 class TooManyPixels(ImageRejected):
     """Declared width x height over ``Settings.max_image_pixels`` (a decompression bomb or a bad header)."""
 

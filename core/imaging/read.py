@@ -10,13 +10,24 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-from collections.abc import Iterable
+import struct
+import zlib
+from collections.abc import Callable, Iterable
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from core.config import Settings, get_settings
-from core.imaging._pixels import check_pixel_count, colour_stats, finish, luma, percentile_window
+from core.imaging._pixels import (
+    check_decoded_bytes,
+    check_pixel_count,
+    colour_stats,
+    decode_slot,
+    finish,
+    percentile_window,
+    reduce_array,
+    reduction_factor,
+)
 from core.imaging.dicom import looks_like_dicom, read_dicom
 from core.imaging.errors import (
     CorruptImage,
@@ -24,6 +35,7 @@ from core.imaging.errors import (
     FileTooLarge,
     ImageRejected,
     TooManyPixels,
+    TruncatedFile,
     UnsupportedFormat,
 )
 from core.imaging.image import SourceFormat, XrayImage
@@ -120,6 +132,23 @@ def read_chest_xray(
     return image
 
 
+# Bytes a pixel takes once Pillow has decoded it, by mode (an unknown mode counts as the most, 4).
+_DECODED_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 4, "PA": 4, "I;16": 2, "I;16L": 2, "I;16B": 2}
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+# EXIF orientation -> the numpy view that turns the stored image upright (ImageOps.exif_transpose's table).
+_ORIENT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.T,
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].T,
+    8: lambda a: np.rot90(a, 1),
+}
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
 def _read_pillow(data: bytes, fmt: SourceFormat, sha: str, settings: Settings) -> XrayImage:
     # Pillow's own bomb guard is process-wide state (Image.MAX_IMAGE_PIXELS) that training code shares, so the
     # configured limit is enforced here from the header instead; Pillow's guard stays as a second line.
@@ -127,49 +156,75 @@ def _read_pillow(data: bytes, fmt: SourceFormat, sha: str, settings: Settings) -
         with Image.open(io.BytesIO(data)) as probe:
             width, height = probe.size
             check_pixel_count(width, height, settings)
+            check_decoded_bytes(width, height, _DECODED_BYTES_PER_PIXEL.get(probe.mode, 4))
             probe.verify()  # PNG: walks every chunk and checks its CRC without decoding
-        image = Image.open(io.BytesIO(data))
-        image.load()
+        if fmt == "png":
+            _check_png_complete(data)
+        with decode_slot():
+            return _decode_pillow(data, fmt, sha, (height, width))
     except ImageRejected:
         raise
     except Image.DecompressionBombError as exc:
         raise TooManyPixels(str(exc)) from exc
     except UnidentifiedImageError as exc:
         raise CorruptImage(f"Pillow cannot identify the {fmt}: {exc}") from exc
+    except EOFError as exc:
+        raise TruncatedFile(f"{fmt} ends early: {exc}") from exc
     except Exception as exc:  # untrusted bytes make parsers raise anything: OSError, struct.error...
+        if "truncated" in str(exc).lower():
+            raise TruncatedFile(f"{fmt} decode failed: {type(exc).__name__}: {exc}") from exc
         raise CorruptImage(f"{fmt} decode failed: {type(exc).__name__}: {exc}") from exc
 
-    notes: list[str] = []
-    n_frames = int(getattr(image, "n_frames", 1))
-    if n_frames > 1:  # an animated PNG: Pillow has loaded the first frame
-        notes.append(f"The file holds {n_frames} frames; only the first is shown and analysed.")
-    original_shape = (height, width)
-    oriented: Image.Image = image
-    try:
-        oriented = ImageOps.exif_transpose(image)
-    except Exception as exc:  # a malformed EXIF block should not cost the doctor the image
-        log.warning("image %s: EXIF orientation ignored (%s)", sha[:12], exc)
-        notes.append("The orientation stored in the file could not be read; the image is shown as stored.")
 
+def _decode_pillow(data: bytes, fmt: SourceFormat, sha: str, original_shape: tuple[int, int]) -> XrayImage:
+    """Decode to one grey channel, reduced to MAX_ANALYSIS_PIXELS, before any float copy is made: the only
+    full-size buffers are Pillow's decoded image and its 8-bit (or 16-bit) grey conversion."""
+    height, width = original_shape
+    notes: list[str] = []
     mean_chroma = spread = 0.0
-    mode = oriented.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        # 16-bit grey PNG. Image.convert('L') would clip every value above 255 to white, so go through numpy.
-        raw = np.asarray(oriented).astype(np.float64)
-        pixels, windowing = percentile_window(raw)
-        bit_depth = 16
-    else:
-        if mode in ("L", "LA", "1"):
-            grey = np.asarray(oriented.convert("L"), dtype=np.float64)
-        else:  # RGB, RGBA, P, PA, CMYK, YCbCr...: measure the colour before it is thrown away
-            rgb = np.asarray(oriented.convert("RGB"))
-            mean_chroma, spread = colour_stats(rgb)
-            grey = luma(rgb.astype(np.float64))
-        pixels = grey / 255.0
-        windowing = "full range (8-bit)"
-        bit_depth = 8
+    image: Image.Image = Image.open(io.BytesIO(data))
+    try:
+        n_frames = int(getattr(image, "n_frames", 1))
+        if n_frames > 1:  # an animated PNG: Pillow loads the first frame
+            notes.append(f"The file holds {n_frames} frames; only the first is shown and analysed.")
+        orientation = _exif_orientation(image, sha, notes)
+        factor = reduction_factor(width, height)
+        if fmt == "jpeg" and image.mode == "RGB" and factor > 1:
+            # Colour measured on a 1/8-scale decode; the image itself decoded as its luma channel only, at the
+            # largest DCT scale (1/2, 1/4, 1/8) that keeps it at least the reduced size.
+            mean_chroma, spread = _jpeg_colour(data, width, height)
+            image.draft("L", (-(-width // factor), -(-height // factor)))
+        image.load()
+        if image.mode in _SIXTEEN_BIT_MODES:
+            # 16-bit grey. Image.convert('L') would clip every value above 255 to white, so go through numpy.
+            stored = np.asarray(image)
+            image.close()
+            factor = reduction_factor(stored.shape[1], stored.shape[0])
+            values = reduce_array(stored, factor) if factor > 1 else stored.astype(np.float32)
+            del stored
+            pixels, windowing = percentile_window(_orient(values, orientation))
+            bit_depth = 16
+        else:
+            if image.mode not in ("L", "LA", "1"):  # RGB, RGBA, P, PA, CMYK, YCbCr...
+                image, mean_chroma, spread = _measure_colour(image)
+            grey = image if image.mode == "L" else image.convert("L")
+            if grey is not image:
+                image.close()
+            factor = reduction_factor(*grey.size)
+            if factor > 1:
+                grey = grey.reduce(factor)
+            pixels = np.divide(_orient(np.asarray(grey), orientation), 255, dtype=np.float32)
+            windowing = "full range (8-bit)"
+            bit_depth = 8
+    finally:
+        image.close()
+    if pixels.shape != _orient(np.empty(original_shape, dtype=np.uint8), orientation).shape:
+        notes.append(
+            f"The image ({width} x {height} pixels) was reduced to {pixels.shape[1]} x {pixels.shape[0]} "
+            "for analysis."
+        )
     return XrayImage(
-        pixels=finish(pixels),
+        pixels=finish(np.ascontiguousarray(pixels)),
         source_format=fmt,
         original_shape=original_shape,
         sha256=sha,
@@ -179,6 +234,70 @@ def _read_pillow(data: bytes, fmt: SourceFormat, sha: str, settings: Settings) -
         chroma_spread=spread,
         notes=tuple(notes),
     )
+
+
+def _exif_orientation(image: Image.Image, sha: str, notes: list[str]) -> int:
+    try:
+        return int(image.getexif().get(0x0112) or 1)
+    except Exception as exc:  # a malformed EXIF block should not cost the doctor the image
+        log.warning("image %s: EXIF orientation ignored (%s)", sha[:12], exc)
+        notes.append("The orientation stored in the file could not be read; the image is shown as stored.")
+        return 1
+
+
+def _orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """``pixels`` turned upright for an EXIF orientation (a view; 1 and unknown values: as stored)."""
+    turn = _ORIENT.get(orientation)
+    return turn(pixels) if turn is not None else pixels
+
+
+def _measure_colour(image: Image.Image) -> tuple[Image.Image, float, float]:
+    """(the image as RGB, mean chroma, spread), the colour measured on a copy at most ~1024 px a side."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    if rgb is not image:
+        image.close()
+    step = max(1, min(rgb.size) // 1024)
+    small = rgb.reduce(step) if step > 1 else rgb
+    mean_chroma, spread = colour_stats(np.asarray(small))
+    return rgb, mean_chroma, spread
+
+
+def _jpeg_colour(data: bytes, width: int, height: int) -> tuple[float, float]:
+    with Image.open(io.BytesIO(data)) as small:
+        small.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+        return colour_stats(np.asarray(small.convert("RGB")))
+
+
+def _check_png_complete(data: bytes) -> None:
+    """Refuse a PNG whose image data ends before the image its header declares (Pillow fills the rest with
+    black without a word). Decompresses the IDAT stream once, a bounded piece at a time, keeping nothing."""
+    if len(data) < 33:
+        raise TruncatedFile("PNG header cut short")
+    width, height, depth, colour, _compression, _filter, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    channels = _PNG_CHANNELS.get(colour, 4)
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    expected = 0
+    for x0, y0, dx, dy in passes:
+        pass_w, pass_h = max(0, -(-(width - x0) // dx)), max(0, -(-(height - y0) // dy))
+        if pass_w and pass_h:
+            expected += pass_h * (1 + -(-(pass_w * channels * depth) // 8))
+    inflater = zlib.decompressobj()
+    produced, pos = 0, 8
+    try:
+        while pos + 8 <= len(data) and produced < expected:
+            length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+            if kind == b"IDAT":
+                chunk = data[pos + 8 : pos + 8 + length]
+                while chunk and produced < expected:
+                    produced += len(inflater.decompress(chunk, 1 << 20))
+                    chunk = inflater.unconsumed_tail
+            elif kind == b"IEND":
+                break
+            pos += 12 + length
+    except zlib.error as exc:
+        raise CorruptImage(f"PNG image data does not decompress: {exc}") from exc
+    if produced < expected:
+        raise TruncatedFile(f"PNG image data holds {produced} of {expected} bytes")
 
 
 def _describe_unsupported(data: bytes) -> str:
