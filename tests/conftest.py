@@ -14,6 +14,7 @@ session per backend. ``get_settings()`` points at the test database for the test
 from __future__ import annotations
 
 import itertools
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import date
@@ -75,6 +76,28 @@ def _use_database(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
 
 
 # ------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_keras_reset_after_script_runs() -> Iterator[None]:
+    """Keep Streamlit from resetting Keras after every AppTest script run.
+
+    After each script run Streamlit calls ``keras.backend.clear_session()`` whenever ``keras`` is imported,
+    and that runs a full ``gc.collect()``: in a test process that has loaded TensorFlow and torch (the Keras
+    tests, ``test_effnet_port`` at collection) that costs ~0.4 s per run, and made the page tests 10-20x
+    slower than alone. The dashboard never has Keras loaded (it serves through LiteRT), so the tests lose
+    nothing by skipping it; matplotlib figures are still closed as Streamlit does.
+    """
+    from streamlit.runtime.scriptrunner import script_runner
+
+    def close_pyplot_figures() -> None:
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is not None:
+            pyplot.close("all")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(script_runner, "_clean_problem_modules", close_pyplot_figures)
+        yield
 
 
 @pytest.fixture(autouse=True)
