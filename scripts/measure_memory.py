@@ -73,8 +73,12 @@ def measure(path: Path, pipeline: bool) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pipeline", action="store_true", help="read through inference.analyze (models loaded)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--pipeline", action="store_true", help="read through inference.analyze (models loaded)"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per file")
     args = parser.parse_args()
 
@@ -82,7 +86,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="cxr-memory-") as tmp:
         # Written by a child: a process's peak RSS carries over to what it forks, so this one stays small.
         subprocess.run(
-            [sys.executable, "-c", WRITE, tmp], cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+            [sys.executable, "-c", WRITE, tmp],
+            cwd=ROOT,
+            check=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
         for path in sorted(Path(tmp).iterdir()):
             name, size = path.name, path.stat().st_size

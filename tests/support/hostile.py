@@ -84,7 +84,9 @@ def zero_png(width: int, height: int) -> bytes:
     line = bytes(width + 1)
     body = b"".join(z.compress(line) for _ in range(height)) + z.flush()
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", body) + png_chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", body) + png_chunk(b"IEND", b"")
+    )
 
 
 def banded_png(side: int, *, mode: str = "L") -> bytes:
@@ -226,7 +228,15 @@ def _accepted() -> list[Case]:
 def _adam7(image: Image.Image) -> bytes:
     # Pillow writes no interlaced PNG; an Adam7 file is a valid PNG a scanner may produce: build one.
     pixels = np.asarray(image)
-    passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+    passes = (
+        (0, 0, 8, 8),
+        (4, 0, 8, 8),
+        (0, 4, 4, 8),
+        (2, 0, 4, 4),
+        (0, 2, 2, 4),
+        (1, 0, 2, 2),
+        (0, 1, 1, 2),
+    )
     rows = b""
     for x0, y0, dx, dy in passes:
         sub = pixels[y0::dy, x0::dx]
@@ -252,14 +262,22 @@ def _not_images() -> list[Case]:
     return [
         Case("zero-bytes.png", b"", "empty_file"),
         Case("text.png", b"Patient ED-1: chest X-ray attached.\n" * 20, "unsupported_format"),
-        Case("page.html", b"<!doctype html><html><body><script>alert(1)</script></body></html>", "unsupported_format"),
+        Case(
+            "page.html",
+            b"<!doctype html><html><body><script>alert(1)</script></body></html>",
+            "unsupported_format",
+        ),
         Case(
             "drawing.svg",
             b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="1024" height="1024">'
             b'<a href="https://evil.example"><rect width="1024" height="1024"/></a></svg>',
             "unsupported_format",
         ),
-        Case("document.pdf", b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF", "unsupported_format"),
+        Case(
+            "document.pdf",
+            b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF",
+            "unsupported_format",
+        ),
         Case("picture.gif", encode(Image.fromarray(film()), "GIF"), "unsupported_format"),
         Case("picture.bmp", encode(Image.fromarray(film()), "BMP"), "unsupported_format"),
         Case("picture.tiff", encode(Image.fromarray(film()), "TIFF"), "unsupported_format"),
@@ -316,7 +334,11 @@ def _jpeg_cases() -> list[Case]:
         Case("jpeg-cut-50.jpg", cut(good, 0.50), "corrupt_image"),
         Case("jpeg-cut-90.jpg", cut(good, 0.90), "corrupt_image"),
         Case("jpeg-header-claims-65000.jpg", bytes(huge), "too_many_pixels"),
-        Case("jpeg-bomb-over-limit-8000.jpg", encode(Image.new("L", (8000, 8000), 0), "JPEG"), "too_many_pixels"),
+        Case(
+            "jpeg-bomb-over-limit-8000.jpg",
+            encode(Image.new("L", (8000, 8000), 0), "JPEG"),
+            "too_many_pixels",
+        ),
         Case("jpeg-1bit-drawing.jpg", encode(Image.new("L", (512, 512), 0), "JPEG"), "not_chest_xray"),
     ]
 
@@ -331,7 +353,9 @@ def _dicom_cases() -> list[Case]:
         Case("dicom-plain.dcm", good, "accepted"),
         Case("dicom-no-preamble.dcm", dicom(preamble=False), "accepted"),
         Case("dicom-implicit-vr.dcm", dicom(syntax="1.2.840.10008.1.2"), "accepted"),
-        Case("dicom-monochrome1.dcm", dicom(255 - film(), PhotometricInterpretation="MONOCHROME1"), "accepted"),
+        Case(
+            "dicom-monochrome1.dcm", dicom(255 - film(), PhotometricInterpretation="MONOCHROME1"), "accepted"
+        ),
         Case(
             "dicom-16bit-rescale-window.dcm",
             dicom(sixteen, RescaleSlope=2, RescaleIntercept=-1024, WindowCenter=1024, WindowWidth=4096),
@@ -369,9 +393,21 @@ def _dicom_cases() -> list[Case]:
             dicom(SOPClassUID="1.2.840.10008.5.1.4.1.1.88.11", Modality="SR", PixelData=None),
             "no_pixel_data",
         ),
-        Case("dicom-rows-lie-bigger.dcm", dicom(Rows=2048, Columns=2048, pixel_bytes=film().tobytes()), "corrupt_image"),
-        Case("dicom-rows-claim-7000.dcm", dicom(Rows=7000, Columns=7000, pixel_bytes=film().tobytes()), "corrupt_image"),
-        Case("dicom-rows-claim-60000.dcm", dicom(Rows=60000, Columns=60000, pixel_bytes=film().tobytes()), "too_many_pixels"),
+        Case(
+            "dicom-rows-lie-bigger.dcm",
+            dicom(Rows=2048, Columns=2048, pixel_bytes=film().tobytes()),
+            "corrupt_image",
+        ),
+        Case(
+            "dicom-rows-claim-7000.dcm",
+            dicom(Rows=7000, Columns=7000, pixel_bytes=film().tobytes()),
+            "corrupt_image",
+        ),
+        Case(
+            "dicom-rows-claim-60000.dcm",
+            dicom(Rows=60000, Columns=60000, pixel_bytes=film().tobytes()),
+            "too_many_pixels",
+        ),
         Case("dicom-rows-zero.dcm", dicom(Rows=0, Columns=0, pixel_bytes=film().tobytes()), "corrupt_image"),
         Case("dicom-cut-in-meta.dcm", good[:200], "corrupt_image"),
         Case("dicom-cut-before-pixels.dcm", good[: start - 12], "corrupt_image"),
@@ -428,7 +464,9 @@ def big_files() -> dict[str, bytes]:
 
 def _big_makers() -> dict[str, Callable[[], bytes]]:
     side = 7000  # 49 MP, under the 50 MP limit
-    j2k_pixels = ((np.arange(side, dtype=np.uint32)[:, None] * 4095) // side).astype(np.uint16).repeat(side, axis=1)
+    j2k_pixels = (
+        ((np.arange(side, dtype=np.uint32)[:, None] * 4095) // side).astype(np.uint16).repeat(side, axis=1)
+    )
     big = 5000  # 16-bit, 50 MB of pixel data: the largest uncompressed DICOM under the 50 MB limit
     ramp = ((np.arange(big, dtype=np.uint32)[:, None] * 4095) // big).astype(np.uint16)
     files: dict[str, Callable[[], bytes]] = {
@@ -438,7 +476,10 @@ def _big_makers() -> dict[str, Callable[[], bytes]]:
         "rgb-7000.jpg": lambda: encode(Image.new("RGB", (side, side), (90, 90, 90)), "JPEG"),
         "header-7000-holds-little.png": lambda: raw_png(side, side, b"\x00" * (side + 1) * 4),
         "dicom-16bit-5000.dcm": lambda: dicom(
-            np.repeat(ramp, big, axis=1), RescaleSlope=1, RescaleIntercept=-1024, WindowCenter=1024,
+            np.repeat(ramp, big, axis=1),
+            RescaleSlope=1,
+            RescaleIntercept=-1024,
+            WindowCenter=1024,
             WindowWidth=4000,
         ),
         "dicom-j2k-7000.dcm": lambda: compressed_dicom(j2k_pixels, "1.2.840.10008.1.2.4.90"),
