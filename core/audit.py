@@ -11,7 +11,9 @@ This module sits below ``core.auth`` (which writes login rows): it needs only th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
@@ -24,7 +26,18 @@ from db import repository as repo
 from db.models import LIMITS
 from db.session import session_scope
 
-__all__ = ["ACTIONS", "SYSTEM", "Actor", "AuditEntry", "AuditPage", "list_audit", "write"]
+__all__ = [
+    "ACTIONS",
+    "SYSTEM",
+    "Actor",
+    "AuditEntry",
+    "AuditPage",
+    "client",
+    "current_client",
+    "list_audit",
+    "set_client",
+    "write",
+]
 
 #: Actions written to the audit log (for the admin page's filter).
 ACTIONS: tuple[str, ...] = (
@@ -43,7 +56,21 @@ ACTIONS: tuple[str, ...] = (
     "export",
     "promote",
     "promote_refused",
+    "account_unlocked",
+    "account_deactivated",
+    "account_activated",
+    "password_reset",
+    "password_changed",
+    "search",
+    "list",
+    "upload_refused",
+    "audit_read",
 )
+
+# Where the actions of this thread or task come from: "web:<address>" (set by app.py on every script run),
+# "cli:<os user>@<host>" (set by ``python -m core``); stored in ``audit_log.client``. A context variable, so
+# each Streamlit session's script thread carries its own.
+_CLIENT: ContextVar[str | None] = ContextVar("audit_client", default=None)
 
 _MAX_LIMIT = 1000
 
@@ -92,6 +119,7 @@ class AuditEntry:
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     detail: str
+    client: str | None = None  # where it came from (revision 0005): "web:<address>", "cli:<os user>@<host>"
 
 
 @dataclass(frozen=True)
@@ -105,6 +133,26 @@ class AuditPage:
 
 
 # ---------------------------------------------------------------- writing
+
+
+def set_client(value: str | None) -> None:
+    """Name where the following actions of this thread come from (see ``audit_log.client``)."""
+    _CLIENT.set(value[: LIMITS["audit_client"]] if value else None)
+
+
+def current_client() -> str | None:
+    """What :func:`set_client` set for this thread, if anything."""
+    return _CLIENT.get()
+
+
+@contextmanager
+def client(value: str | None) -> Iterator[None]:
+    """:func:`set_client` for the duration of a block."""
+    token = _CLIENT.set(value[: LIMITS["audit_client"]] if value else None)
+    try:
+        yield
+    finally:
+        _CLIENT.reset(token)
 
 
 def _cut(value: str, column: str) -> str:
@@ -129,9 +177,12 @@ def write(
     after: Mapping[str, Any] | None = None,
     detail: str = "",
     at: datetime | None = None,
+    client: str | None = None,
 ) -> None:
     """Append an audit row in ``session`` (the caller's transaction): ``actor`` did ``action`` (one of
-    :data:`ACTIONS`) to ``entity_type`` ``entity_id`` of ``patient_id``; ``at`` defaults to now."""
+    :data:`ACTIONS`) to ``entity_type`` ``entity_id`` of ``patient_id``; ``at`` defaults to now, ``client``
+    to this thread's :func:`current_client`."""
+    where = client or _CLIENT.get()
     repo.add_audit(
         session,
         user_id=actor.id,
@@ -144,6 +195,7 @@ def write(
         after=_document(after),
         detail=_cut(detail, "audit_detail"),
         at=at,
+        client=_cut(where, "audit_client") if where else None,
     )
 
 
@@ -185,7 +237,8 @@ def list_audit(
     """Audit rows, newest first, for admins only (``PermissionDenied`` otherwise).
 
     Filters combine with AND; ``date_from``/``date_to`` are inclusive (a ``date`` means that whole UTC day;
-    a naive datetime is taken as UTC). ``limit`` is capped at 1000.
+    a naive datetime is taken as UTC). ``limit`` is capped at 1000. The reading itself is audited
+    (``audit_read``, with the filters and how many rows were shown), after the rows are read.
     """
     if not actor.is_admin:
         raise PermissionDenied()
@@ -216,7 +269,18 @@ def list_audit(
                 before=r.before,
                 after=r.after,
                 detail=r.detail,
+                client=r.client,
             )
             for r in rows
         )
+        filters = {
+            "username": username,
+            "patient_id": patient_id,
+            "action": action,
+            "date_from": date_from,
+            "date_to": date_to,
+            "offset": offset,
+        }
+        shown = {k: v for k, v in filters.items() if v}
+        write(session, actor, "audit_read", "audit_log", after=shown, detail=f"{len(entries)} of {total} rows")
     return AuditPage(entries=entries, total=total, limit=limit, offset=offset)

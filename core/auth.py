@@ -10,6 +10,8 @@ parameters are raised later.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -17,11 +19,11 @@ from functools import cache
 from passlib.context import CryptContext
 from passlib.exc import PasswordSizeError, UnknownHashError
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm.exc import StaleDataError
 
 from core import audit
 from core.config import get_settings
-from core.errors import AccountLocked, AppError, InvalidCredentials, NotFound, PermissionDenied
+from core.errors import AccountLocked, ClientThrottled, InvalidCredentials, NotFound, PermissionDenied
+from core.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, password_problem
 from core.validation import USERNAME_PATTERN, Checker
 from db import repository as repo
 from db.base import utcnow
@@ -32,8 +34,11 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "MIN_PASSWORD_LENGTH",
+    "MAX_PASSWORD_LENGTH",
+    "THROTTLE",
     "AccountLocked",
     "AuthenticatedUser",
+    "ClientThrottled",
     "InvalidCredentials",
     "UserSummary",
     "authenticate",
@@ -48,15 +53,8 @@ __all__ = [
     "verify_password",
 ]
 
-MIN_PASSWORD_LENGTH = 12
-# argon2 has no length limit of its own; this only stops someone from making every login hash megabytes.
-MAX_PASSWORD_LENGTH = 1024
-
 # passlib's argon2 defaults are argon2id, t=3, m=64 MiB, p=4 (~0.1-0.3 s per hash on this 2-core machine).
 pwd_context = CryptContext(schemes=["argon2"], deprecated="auto")
-
-
-_LOGIN_RETRIES = 3  # concurrent logins of one account collide on its version column; rerun on StaleDataError
 
 
 @dataclass(frozen=True)
@@ -111,70 +109,141 @@ def verify_password(password: str, password_hash: str) -> bool:
         return False
 
 
-def authenticate(username: str, password: str, *, now: datetime | None = None) -> AuthenticatedUser:
+def authenticate(
+    username: str, password: str, *, now: datetime | None = None, client: str | None = None
+) -> AuthenticatedUser:
     """Check a login and return the user.
 
-    Raises ``InvalidCredentials`` (same message whether or not the user exists, and an equal-cost hash
-    check for unknown users) or ``AccountLocked`` after ``Settings.lockout_attempts`` consecutive failures,
-    for ``Settings.lockout_minutes``; a locked account accepts no password until then. Successes and
-    failures are audited; a success resets the counter.
+    Every refusal raises ``InvalidCredentials`` with the same message and after the same argon2 work, whether
+    the user is unknown, deactivated, locked or the password wrong (``AccountLocked``, a subclass, marks the
+    locked case for callers and tests; its message is the same). ``Settings.lockout_attempts`` consecutive
+    failures lock the account for ``Settings.lockout_minutes``; the count is taken atomically before the
+    password is checked, so parallel attempts get exactly that many password checks per lock. ``client``
+    (default: :func:`core.audit.current_client`) also gets ``Settings.client_lockout_attempts`` failures,
+    over any accounts, within ``lockout_minutes`` before ``ClientThrottled``. Every attempt is audited, with
+    the client; a success resets the account's count.
     """
-    for attempt in range(_LOGIN_RETRIES):
-        try:
-            return _authenticate_once(username, password, now or utcnow())
-        except StaleDataError:
-            log.info("login of %r collided with a concurrent update (try %d)", username, attempt + 1)
+    now = now or utcnow()
+    where = client or audit.current_client()
+    name = (username or "").strip().lower()
+    password = password or ""
+    if where is not None and THROTTLE.blocked(where, now):
+        _audit_attempt(None, name, "login_failed", "client throttled: too many failed logins", now, where)
+        raise ClientThrottled(get_settings().lockout_minutes)
+    try:
+        return _authenticate(name, password, now, where)
+    except InvalidCredentials:
+        if where is not None:
+            THROTTLE.failed(where, now)
+        raise
+
+
+def _audit_attempt(
+    user: User | None, name: str, action: str, detail: str, now: datetime, client: str | None
+) -> None:
+    who = _to_user(user) if user is not None else audit.Actor(None, name or "?")
+    with session_scope() as session:
+        audit.write(session, who, action, "user", who.id, detail=detail, at=now, client=client)
+
+
+def _authenticate(name: str, password: str, now: datetime, client: str | None) -> AuthenticatedUser:
+    settings = get_settings()
+    limit = settings.lockout_attempts
+    with session_scope() as session:
+        user = repo.get_user_by_username(session, name) if USERNAME_PATTERN.fullmatch(name) else None
+        attempt = None
+        if user is not None and user.active:
+            # Step 1: take one of the account's tries (atomically, committed) before the slow check.
+            attempt = repo.claim_login_attempt(session, user.id, limit, now)
+        session.expunge_all()
+    if user is None or not user.active or attempt is None:
+        # Refused without looking at the password, but after the same work as a wrong one: equal time.
+        verify_password(password, _dummy_hash())
+        reason = "unknown user" if user is None else "deactivated account" if not user.active else "account locked"
+        _audit_attempt(user, name, "login_failed", reason, now, client)
+        if user is not None and user.active and user.locked_until is not None and user.locked_until > now:
+            raise AccountLocked(user.locked_until)
+        raise InvalidCredentials()
+    # Step 2: the password check, outside any transaction (it is the slow part).
+    if password and verify_password(password, user.password_hash):
+        return _succeeded(user, password, now, client)
+    # Step 3: lock when this failure completes the count; every failure gets its row.
+    until = now + timedelta(minutes=settings.lockout_minutes)
+    with session_scope() as session:
+        locked = repo.lock_if_exhausted(session, user.id, limit, now, until)
+        action, detail = (
+            ("account_locked", f"{limit} failed attempts")
+            if locked
+            else ("login_failed", f"wrong password ({attempt} of {limit})")
+        )
+        audit.write(session, _to_user(user), action, "user", user.id, detail=detail, at=now, client=client)
+    if locked:
+        raise AccountLocked(until)
     raise InvalidCredentials()
 
 
-def _authenticate_once(username: str, password: str, now: datetime) -> AuthenticatedUser:
-    settings = get_settings()
-    name = (username or "").strip().lower()
-    password = password or ""
-    failure: AppError | None = None
-    result: AuthenticatedUser | None = None
-    # The failure is raised only after the scope commits: the failed-attempt counter and audit row must
-    # be saved even though the caller gets an exception.
+def _succeeded(user: User, password: str, now: datetime, client: str | None) -> AuthenticatedUser:
+    values: dict[str, object] = {"failed_attempts": 0, "locked_until": None, "last_login_at": now}
+    if pwd_context.needs_update(user.password_hash):
+        values["password_hash"] = hash_password(password)
     with session_scope() as session:
-        user = repo.get_user_by_username(session, name) if USERNAME_PATTERN.fullmatch(name) else None
+        repo.update_user_fields(session, user.id, **values)
+        audit.write(session, _to_user(user), "login", "user", user.id, at=now, client=client)
+    return _to_user(user)
 
-        def record(action: str, detail: str) -> None:
-            who = user if user is not None else audit.Actor(None, name or "?")
-            entity = user.id if user is not None else None
-            audit.write(session, who, action, "user", entity, detail=detail, at=now)
 
-        if user is None or not user.active:
-            verify_password(password, _dummy_hash())
-            record("login_failed", "unknown user" if user is None else "deactivated account")
-            failure = InvalidCredentials()
-        elif user.locked_until is not None and user.locked_until > now:
-            record("login_failed", "account locked")
-            failure = AccountLocked(user.locked_until)
-        elif not password or not verify_password(password, user.password_hash):
-            user.failed_attempts += 1
-            if user.failed_attempts >= settings.lockout_attempts:
-                user.locked_until = now + timedelta(minutes=settings.lockout_minutes)
-                user.failed_attempts = 0
-                record("account_locked", f"{settings.lockout_attempts} failed attempts")
-                failure = AccountLocked(user.locked_until)
+class ClientThrottle:
+    """Failed logins per client (an address), in this process: ``blocked`` once a client has
+    ``Settings.client_lockout_attempts`` failures, over any accounts, within ``Settings.lockout_minutes``.
+
+    In-process on purpose: a throttle that needs the database for every refused attempt is itself a load an
+    attacker controls, and the per-account count (in the database) is what bounds guessing of one password.
+    Each dashboard process counts on its own, so N replicas allow N times the attempts; a restart forgets.
+    """
+
+    def __init__(self) -> None:
+        self._failures: dict[str, deque[datetime]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, client: str, now: datetime) -> deque[datetime]:
+        window = timedelta(minutes=get_settings().lockout_minutes)
+        times = self._failures.get(client, deque())
+        while times and now - times[0] >= window:
+            times.popleft()
+        return times
+
+    def blocked(self, client: str, now: datetime) -> bool:
+        """True while ``client`` has too many recent failures."""
+        with self._lock:
+            return len(self._recent(client, now)) >= get_settings().client_lockout_attempts
+
+    def failed(self, client: str, now: datetime) -> None:
+        """Count a failed login of ``client``."""
+        with self._lock:
+            times = self._recent(client, now)
+            times.append(now)
+            self._failures[client] = times
+            if len(self._failures) > _THROTTLE_MAX_CLIENTS:  # forget clients with nothing recent
+                for key in [k for k, v in self._failures.items() if not self._recent(k, now)]:
+                    del self._failures[key]
+
+    def clear(self, client: str | None = None) -> None:
+        """Forget one client's failures (an admin's unblock), or everyone's."""
+        with self._lock:
+            if client is None:
+                self._failures.clear()
             else:
-                record(
-                    "login_failed", f"wrong password ({user.failed_attempts} of {settings.lockout_attempts})"
-                )
-                failure = InvalidCredentials()
-        else:
-            user.failed_attempts = 0
-            user.locked_until = None
-            user.last_login_at = now
-            if pwd_context.needs_update(user.password_hash):
-                user.password_hash = hash_password(password)
-            record("login", "")
-            result = _to_user(user)
-        session.flush()
-    if failure is not None:
-        raise failure
-    assert result is not None
-    return result
+                self._failures.pop(client, None)
+
+    def blocked_clients(self, now: datetime) -> list[str]:
+        """The clients refused right now."""
+        limit = get_settings().client_lockout_attempts
+        with self._lock:
+            return sorted(k for k in list(self._failures) if len(self._recent(k, now)) >= limit)
+
+
+_THROTTLE_MAX_CLIENTS = 10_000
+THROTTLE = ClientThrottle()
 
 
 def logout(user: AuthenticatedUser, *, reason: str = "logout") -> None:
@@ -226,7 +295,7 @@ def create_user(
     actor: AuthenticatedUser | None = None,
 ) -> AuthenticatedUser:
     """Create a user after validating the username (3-32 of a-z 0-9 . _ -, starting with a letter or digit,
-    stored lower case), the password (12 to 1024 characters, not the username) and the role.
+    stored lower case), the password (:func:`core.passwords.password_problem`) and the role.
 
     ``actor`` is the admin doing it from the dashboard (``PermissionDenied`` for a non-admin);
     ``None`` means the trusted command line (``python -m core create-user``, the demo seed).
@@ -242,13 +311,9 @@ def create_user(
         )
     check.choice("role", role, ROLES, label="Role")
     full = check.text("full_name", full_name, "full_name", label="Full name") or name
-    password = password or ""
-    if len(password) < MIN_PASSWORD_LENGTH:
-        check.errors["password"] = f"Password must be at least {MIN_PASSWORD_LENGTH} characters."
-    elif len(password) > MAX_PASSWORD_LENGTH:
-        check.errors["password"] = f"Password must be at most {MAX_PASSWORD_LENGTH} characters."
-    elif password.strip().lower() == name:
-        check.errors["password"] = "Password must not be the username."
+    problem = password_problem(password or "", name)
+    if problem:
+        check.errors["password"] = problem
     check.done()
     password_hash = hash_password(password)  # outside the transaction: hashing is the slow part
     try:

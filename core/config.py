@@ -48,9 +48,13 @@ class Settings:
     models_dir: Path
     lockout_attempts: int = 5
     lockout_minutes: int = 15
+    # failed logins from one client (address), any accounts, within lockout_minutes before it must wait
+    client_lockout_attempts: int = 20
     session_idle_minutes: int = 30
     max_upload_mb: int = 50
     max_image_pixels: int = 50_000_000
+    # key of the export's patient_key HMAC; empty: a secret generated once in var_dir/site-secret (0600)
+    site_secret: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -66,9 +70,11 @@ class Settings:
             models_dir=_env_path("CXR_MODELS_DIR", PROJECT_ROOT / "models"),
             lockout_attempts=_env_int("CXR_LOCKOUT_ATTEMPTS", 5, minimum=1),
             lockout_minutes=_env_int("CXR_LOCKOUT_MINUTES", 15, minimum=0),
+            client_lockout_attempts=_env_int("CXR_CLIENT_LOCKOUT_ATTEMPTS", 20, minimum=1),
             session_idle_minutes=_env_int("CXR_SESSION_IDLE_MINUTES", 30, minimum=1),
             max_upload_mb=_env_int("CXR_MAX_UPLOAD_MB", 50, minimum=1),
             max_image_pixels=_env_int("CXR_MAX_IMAGE_PIXELS", 50_000_000, minimum=1),
+            site_secret=os.environ.get("CXR_SITE_SECRET", ""),
         )
         if not settings.database_url.startswith(("sqlite", "postgresql")):
             raise SettingsError(

@@ -53,12 +53,23 @@ class InvalidCredentials(AuthError):
         super().__init__("Invalid username or password.")
 
 
-class AccountLocked(AuthError):
-    """Too many failed logins; the account accepts no password until ``until`` (UTC)."""
+class AccountLocked(InvalidCredentials):
+    """Too many failed logins; the account accepts no password until ``until`` (UTC).
+
+    Says exactly what :class:`InvalidCredentials` says: telling a locked account apart from a wrong password
+    would tell anyone trying names which ones exist. The type and ``until`` are for the audit and tests.
+    """
 
     def __init__(self, until: datetime) -> None:
+        super().__init__()
         self.until = until
+
+
+class ClientThrottled(AuthError):
+    """Too many failed logins from this client (any accounts): it must wait before trying again."""
+
+    def __init__(self, minutes: int) -> None:
         super().__init__(
-            "Too many failed attempts: this account is locked until "
-            f"{until.strftime('%Y-%m-%d %H:%M')} UTC. Try again later or ask an administrator."
+            f"Too many failed logins from this computer: wait {minutes} minutes before trying again, "
+            "or ask an administrator."
         )

@@ -12,6 +12,7 @@ append-only too, and the newest one of a study is its current reading.
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import date, datetime
 from typing import Any
 
@@ -26,7 +27,7 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from db.base import Base, JSONDocument, UTCDateTime, code_string, utcnow
 
@@ -66,12 +67,21 @@ LIMITS: dict[str, int] = {
     "audit_entity_type": 40,
     "audit_entity_id": 64,
     "audit_detail": 1000,
+    "audit_client": 64,
     "stored_path": 300,
     "original_filename": 255,
     "model_version": 64,
     "triage_reason": 1000,
     "correction_note": 2000,
 }
+
+
+def substance_key(substance: str) -> str:
+    """The allergy's substance as compared for "already recorded": case-, accent- and spacing-insensitive
+    (the same rule as ``core.validation.normalize_name``, which this module cannot import)."""
+    decomposed = unicodedata.normalize("NFKD", substance or "")
+    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return " ".join(stripped.casefold().split())[: LIMITS["substance"]]
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -157,17 +167,21 @@ class Visit(Base):
 
 
 class Allergy(Base):
-    """A drug, food or other allergy of a patient."""
+    """A drug, food or other allergy of a patient; one row per substance (``substance_norm``, revision 0005),
+    so two doctors recording the same allergy at once cannot make two rows."""
 
     __tablename__ = "allergies"
     __table_args__ = (
         CheckConstraint(_in("kind", ALLERGY_KINDS), name="kind"),
         CheckConstraint(_in("severity", SEVERITIES), name="severity"),
+        UniqueConstraint("patient_pk", "substance_norm", name="uq_allergies_patient_substance"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
     substance: Mapped[str] = mapped_column(String(LIMITS["substance"]))
+    # substance_key(substance), kept by the validator below whenever substance is set
+    substance_norm: Mapped[str] = mapped_column(String(LIMITS["substance"]))
     kind: Mapped[str] = mapped_column(String(16))
     reaction: Mapped[str] = mapped_column(String(LIMITS["reaction"]), default="")
     severity: Mapped[str] = mapped_column(String(24))
@@ -179,6 +193,11 @@ class Allergy(Base):
     patient: Mapped[Patient] = relationship(back_populates="allergies")
 
     __mapper_args__ = {"version_id_col": version}
+
+    @validates("substance")
+    def _keep_substance_norm(self, _key: str, value: str) -> str:
+        self.substance_norm = substance_key(value)
+        return value
 
 
 class ChronicCondition(Base):
@@ -206,7 +225,8 @@ class AuditLog(Base):
     """Append-only trail of logins, record views and changes.
 
     Holds copies (username, patient MRN) rather than foreign keys so that the trail outlives the rows it
-    describes and can never block a deletion.
+    describes and can never block a deletion. On PostgreSQL a trigger (revision 0005) refuses every UPDATE,
+    DELETE and TRUNCATE of it, whatever role the application connects as.
     """
 
     __tablename__ = "audit_log"
@@ -228,6 +248,8 @@ class AuditLog(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
     detail: Mapped[str] = mapped_column(String(LIMITS["audit_detail"]), default="")
+    # where the action came from (revision 0005): "web:<client address>" or "cli:<os user>@<host>"
+    client: Mapped[str | None] = mapped_column(String(LIMITS["audit_client"]))
 
 
 class Study(Base):

@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, NamedTuple, TypeAlias
+from typing import Any, NamedTuple, TypeAlias, cast
 
 from sqlalchemy import (
     ColumnElement,
     Integer,
     Row,
+    Table,
     and_,
     bindparam,
     case,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     or_,
     select,
     union_all,
+    update,
 )
 from sqlalchemy.orm import Session, selectinload
 
@@ -77,6 +79,58 @@ def add_user(session: Session, **fields: Any) -> User:
 def list_users(session: Session) -> Sequence[User]:
     """Every user, by username."""
     return session.scalars(select(User).order_by(User.username)).all()
+
+
+# Login counting is done by single UPDATE statements rather than read-modify-write through the ORM: each one
+# is atomic on both databases (PostgreSQL re-checks the WHERE on the row a concurrent update left; SQLite runs
+# one writer at a time), so parallel attempts can neither both take the last try nor lose a count, and no
+# version collision has to be retried. Each bumps ``version`` as an ORM update would.
+_USERS = cast(Table, User.__table__)
+_U = _USERS.c
+
+
+def _not_locked(now: datetime) -> ColumnElement[bool]:
+    return or_(_U.locked_until.is_(None), _U.locked_until <= now)
+
+
+def claim_login_attempt(session: Session, user_id: int, limit: int, now: datetime) -> int | None:
+    """Count one more attempt against the account before its password is checked; the attempt's number
+    (1..``limit``), or ``None`` when the account is locked or its ``limit`` tries are all taken."""
+    statement = (
+        update(_USERS)
+        .where(_U.id == user_id, _U.failed_attempts < limit, _not_locked(now))
+        .values(failed_attempts=_U.failed_attempts + 1, version=_U.version + 1)
+        .returning(_U.failed_attempts)
+    )
+    return session.execute(statement).scalar_one_or_none()
+
+
+def lock_if_exhausted(session: Session, user_id: int, limit: int, now: datetime, until: datetime) -> bool:
+    """After a wrong password: lock the account until ``until`` if ``limit`` failures are counted (and it is
+    not locked yet), resetting the count; True when this call locked it."""
+    statement = (
+        update(_USERS)
+        .where(_U.id == user_id, _U.failed_attempts >= limit, _not_locked(now))
+        .values(locked_until=until, failed_attempts=0, version=_U.version + 1)
+        .returning(_U.id)
+    )
+    return session.execute(statement).scalar_one_or_none() is not None
+
+
+def update_user_fields(session: Session, user_id: int, **values: Any) -> bool:
+    """Set columns of one user in one statement (and bump its version); False when there is no such user."""
+    statement = (
+        update(_USERS)
+        .where(_U.id == user_id)
+        .values(**values, version=_U.version + 1)
+        .returning(_U.id)
+    )
+    return session.execute(statement).scalar_one_or_none() is not None
+
+
+def count_active_admins(session: Session) -> int:
+    """How many active admin accounts there are."""
+    return session.scalar(select(func.count()).where(_U.role == "admin", _U.active.is_(True))) or 0
 
 
 # ------------------------------------------------------------------ patients
@@ -295,6 +349,7 @@ def add_audit(
     after: Mapping[str, Any] | None = None,
     detail: str = "",
     at: datetime | None = None,
+    client: str | None = None,
 ) -> None:
     """Append an audit row in the caller's transaction (so it commits or rolls back with the change).
 
@@ -312,6 +367,7 @@ def add_audit(
             before=dict(before) if before is not None else None,
             after=dict(after) if after is not None else None,
             detail=detail,
+            client=client,
         )
     )
 

@@ -85,7 +85,9 @@ def test_lockout_after_configured_failures_then_unlock_after_time(
     with pytest.raises(AccountLocked) as locked:
         auth.authenticate("carol", "wrong password!", now=t0)
     assert locked.value.until == t0 + timedelta(minutes=10)
-    assert "locked until" in str(locked.value)
+    # Issue 13: a locked account says what a wrong password says (no "locked until": it would tell anyone
+    # trying names that this one exists).
+    assert str(locked.value) == "Invalid username or password."
 
     # Even the right password is refused while locked...
     with pytest.raises(AccountLocked):

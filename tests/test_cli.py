@@ -95,11 +95,11 @@ def test_seed_creates_patients_and_prints_fresh_passwords_once(capsys: pytest.Ca
 
 @pytest.mark.usefixtures("database")
 def test_seed_keeps_existing_accounts(capsys: pytest.CaptureFixture[str]) -> None:
-    auth.create_user("admin", "the real admin password", role="admin")
+    auth.create_user("admin", "the real chief password", role="admin")
     assert main(["seed", "--patients", "3"]) == 0
     out = capsys.readouterr().out
     assert "'admin' already exists" in out
-    assert auth.authenticate("admin", "the real admin password").role == "admin"
+    assert auth.authenticate("admin", "the real chief password").role == "admin"
 
 
 @pytest.mark.usefixtures("database")

@@ -9,11 +9,13 @@ kind (its table, its input cleaning, the allergy's one-per-substance rule) is an
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import date
 from typing import Any, Generic, TypeVar
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core import audit
@@ -53,14 +55,28 @@ class _Kind(Generic[Row, In, Out]):
     dto: Callable[[Row], Out]
     # Raises ValidationError when the cleaned input may not be saved next to the patient's other entries.
     check: Callable[[models.Patient, In, int | None], None] | None = None
+    # The same error for the database's unique constraint, when a concurrent save got there first.
+    duplicate: Callable[[In], ValidationError] | None = None
 
     def values(self, row: Row) -> dict[str, Any]:
         """The row's current values of the input's fields, in the input's order (for the audit log)."""
         return {f.name: getattr(row, f.name) for f in fields(self.input)}
 
 
+@contextmanager
+def _unique(kind: _Kind[Row, In, Out], data: In) -> Iterator[None]:
+    """Report a unique-constraint violation (a concurrent save of the same entry) as the kind's own
+    validation error, as if the check had seen the other row."""
+    try:
+        yield
+    except IntegrityError:
+        if kind.duplicate is None:
+            raise
+        raise kind.duplicate(data) from None
+
+
 def _add(kind: _Kind[Row, In, Out], patient_id: str, data: In, actor: AuthenticatedUser) -> Out:
-    with transaction() as session:
+    with _unique(kind, data), transaction() as session:
         patient = load_patient(session, patient_id, with_history=kind.check is not None)
         cleaned = kind.clean(data, patient, None)
         if kind.check is not None:
@@ -83,7 +99,7 @@ def _load(kind: _Kind[Row, In, Out], session: Session, row_id: int, expected_ver
 def _update(
     kind: _Kind[Row, In, Out], row_id: int, data: In, expected_version: int, actor: AuthenticatedUser
 ) -> Out:
-    with transaction() as session:
+    with _unique(kind, data), transaction() as session:
         row = _load(kind, session, row_id, expected_version)
         cleaned = kind.clean(data, row.patient, row)
         if kind.check is not None:
@@ -121,10 +137,15 @@ def _clean_allergy(
     return clean.allergy(data)
 
 
+def _allergy_already_recorded(data: AllergyInput) -> ValidationError:
+    return ValidationError({"substance": f"An allergy to {data.substance.strip()!r} is already recorded."})
+
+
 def _one_allergy_per_substance(patient: models.Patient, data: AllergyInput, ignore_id: int | None) -> None:
+    # The unique constraint uq_allergies_patient_substance (revision 0005) settles concurrent saves.
     wanted = normalize_name(data.substance)
     if any(normalize_name(a.substance) == wanted and a.id != ignore_id for a in patient.allergies):
-        raise ValidationError({"substance": f"An allergy to {data.substance!r} is already recorded."})
+        raise _allergy_already_recorded(data)
 
 
 def _born(patient: models.Patient) -> date:
@@ -147,6 +168,7 @@ ALLERGIES: _Kind[models.Allergy, AllergyInput, Allergy] = _Kind(
     _clean_allergy,
     allergy_of,
     check=_one_allergy_per_substance,
+    duplicate=_allergy_already_recorded,
 )
 CONDITIONS: _Kind[models.ChronicCondition, ConditionInput, Condition] = _Kind(
     "condition",
