@@ -36,9 +36,22 @@ _INLINE_MARKUP = re.compile(r"([\\`*_{}\[\]<>#~$:|!^=])")
 _LINE_START_MARKUP = re.compile(r"^([ \t]*)([-+]|\d+[.)])", re.MULTILINE)
 
 
+# Streamlit's markdown (GFM) turns bare URLs, ``www.`` hosts and e-mail addresses into links after the
+# escapes are resolved, so escaping cannot stop it: a WORD JOINER (U+2060, invisible, never a line break)
+# inside the pattern does ('http:\u2060//x', 'www\u2060.x', 'a@\u2060b.c' show as typed, not as links).
+WORD_JOINER = "\u2060"
+_AUTOLINK = re.compile(r"(?<=:)(?=//)|(?<=\bwww)(?=\.)|(?<=@)", re.IGNORECASE)
+
+
+def unlink(text: str) -> str:
+    """``text`` with every would-be autolink (URL, www. host, e-mail address) broken by a word joiner."""
+    return _AUTOLINK.sub(WORD_JOINER, text)
+
+
 def md(text: str) -> str:
-    """User-typed text made safe to embed in markdown: shown as typed, never as formatting, links,
-    icons (``:material/...:``) or LaTeX; line breaks kept."""
-    escaped = _INLINE_MARKUP.sub(r"\\\1", text.replace("\r\n", "\n"))
+    """User-typed text (or any value that came from a file) made safe to embed in markdown: shown as typed,
+    never as formatting, links (also bare URLs, ``www.`` hosts and e-mail addresses), icons
+    (``:material/...:``) or LaTeX; line breaks kept."""
+    escaped = _INLINE_MARKUP.sub(r"\\\1", unlink(text.replace("\r\n", "\n")))
     escaped = _LINE_START_MARKUP.sub(lambda m: m.group(1) + m.group(2)[:-1] + "\\" + m.group(2)[-1], escaped)
     return escaped.replace("\n", "  \n")

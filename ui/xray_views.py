@@ -93,7 +93,7 @@ def handle_upload(record: PatientRecord, user: AuthenticatedUser) -> None:
     kind, message = outcomes.get(upload.file_id, ("new", ""))
     confirmed = False
     if kind == "mismatch":
-        st.warning(message, icon=":material/person_alert:")
+        st.warning(fmt.md(message), icon=":material/person_alert:")  # holds values from the file
         confirmed = st.checkbox(
             f"I confirm this image belongs to patient {patient_id}", key=f"xr.confirm.{upload.file_id}"
         )
@@ -131,7 +131,7 @@ def handle_upload(record: PatientRecord, user: AuthenticatedUser) -> None:
     st.session_state.pop(session.STUDY_ID, None)
     st.session_state.pop(VIEW, None)
     if kind in ("refused", "error"):
-        st.error(f"{message} Nothing was saved.", icon=":material/block:")
+        st.error(f"{fmt.md(message)} Nothing was saved.", icon=":material/block:")
 
 
 def film(path: Path, key: str, aspect: float = 1.0) -> None:

@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+import unicodedata
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -118,7 +119,22 @@ def _refused(path: Path, code: str, reason: str, t0: float) -> dict:
     }
 
 
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control, bidi and other invisible format characters (in file names and
+    in values read from files) shown as escapes (``\\x1b``, ``\\u202e``) instead of acting on the screen."""
+    return "".join(
+        (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+        if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") or c == "\\"
+        else c
+        for c in text
+    )
+
+
 def _human(row: dict) -> str:
+    return printable(_line(row))
+
+
+def _line(row: dict) -> str:
     if not row["accepted"]:
         return f"{row['path']}: refused ({row['code']}): {row['reason']}"
     top = ", ".join(f"{t['finding']} {t['probability']:.0%}" for t in row["top3"])
