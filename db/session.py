@@ -7,6 +7,7 @@ and rolls back on any exception, so an action (e.g. an edit and its audit row) i
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,13 +38,26 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _private_sqlite_file(path: Path) -> None:
+    """The SQLite file readable by the service's account only (0600, its folder 0700 when created here):
+    SQLite creates the -wal and -shm files with the database file's permissions."""
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        os.chmod(path, 0o600)
+    except OSError as exc:  # a read-only or foreign file: SQLite reports what matters when it opens it
+        log.warning("could not make %s private: %s", path, exc.strerror or exc)
+
+
 def create_db_engine(url: str) -> Engine:
     """A new engine for ``url`` with the project's connection settings (uncached; see ``get_engine``)."""
     sa_url = make_url(url)
     if sa_url.get_backend_name() == "sqlite":
         database = sa_url.database
         if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            _private_sqlite_file(Path(database).expanduser())
         engine = create_engine(url, connect_args={"timeout": 5})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine

@@ -67,11 +67,14 @@ if user.is_admin:
                     icon=":material/check_circle:",
                 )
     archive = st.session_state.get(EXPORT)
-    if archive:
+    if archive and not Path(archive).exists():  # served once (then removed), or removed as stale
+        st.session_state.pop(EXPORT, None)
+        st.caption("The export's zip was downloaded (or expired) and removed from the server; export again for another.")
+    elif archive:
         path = Path(archive)
         st.download_button(
             f"Download {path.name}",
-            data=lambda: path.open("rb"),
+            data=lambda: export.take_zip(path),  # the zip is removed once its bytes are served
             file_name=path.name,
             mime="application/zip",
             on_click="ignore",

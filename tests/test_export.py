@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import hmac
 import io
 import json
+import stat
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +22,7 @@ from sqlalchemy import select
 from core import imaging
 from core.__main__ import main
 from core.auth import AuthenticatedUser
+from core.config import get_settings
 from core.errors import PermissionDenied
 from core.imaging import storage
 from core.ml import inference
@@ -121,7 +124,14 @@ def test_export_writes_images_labels_yolo_and_manifest(
     history = cx.correction_history(wide.study_id)[0]
     row = rows[wide.study_id]
     assert row["image"] == f"images/{wide.sha256}.png" and row["correction_id"] == str(history.id)
-    assert row["patient_key"] == hashlib.sha256(b"ED-1").hexdigest() and "ED-1" not in json.dumps(row)
+    # issue 13: an HMAC keyed with the site's secret, not a plain sha256 anyone can recompute from an ID
+    assert row["patient_key"] == hmac.new(export.site_secret(), b"ED-1", hashlib.sha256).hexdigest()
+    assert row["patient_key"] != hashlib.sha256(b"ED-1").hexdigest() and "ED-1" not in json.dumps(row)
+    secret_file = get_settings().var_dir / export.SITE_SECRET_FILE
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    # the export is the service account's alone: folders 0700, files 0600
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()} == {0o600}
     assert row["reviewed_by"] == doctor.username and row["reviewed_at"] == history.created_at.isoformat()
     assert (row[findings[0]], row[findings[1]], row[findings[2]]) == ("1", "0", "")
     assert all(row[f] == ("1" if history.labels[f] == cx.PRESENT else "0") for f in findings[3:])

@@ -122,7 +122,7 @@ def test_the_film_is_linked_to_todays_visit_by_default(
     ("name", "data", "message"),
     [
         ("report.pdf", b"%PDF-1.7 ...", "a PDF document"),
-        ("broken.png", PNG.read_bytes()[:4000], "not a readable image"),
+        ("broken.png", PNG.read_bytes()[:4000], "incomplete (truncated)"),  # issue 13: says it is cut short
     ],
 )
 def test_a_refused_file_is_explained_and_nothing_is_saved(

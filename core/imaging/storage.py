@@ -49,12 +49,40 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+#: Patient data at rest is readable by the service's own account only: files 0600, folders 0700.
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+def make_private_dir(folder: Path) -> None:
+    """Create ``folder`` and any missing parents with DIR_MODE (existing folders are left as they are)."""
+    missing = []
+    for level in (folder, *folder.parents):
+        if level.is_dir():
+            break
+        missing.append(level)
+    for level in reversed(missing):
+        try:
+            level.mkdir(mode=DIR_MODE)
+        except FileExistsError:  # made meanwhile by a concurrent save
+            continue
+        os.chmod(level, DIR_MODE)  # mkdir's mode is filtered by the umask
+
+
+def open_private(path: Path) -> int:
+    """A new file at ``path`` (which must not exist), opened for writing with FILE_MODE; its descriptor."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)  # os.open's mode is filtered by the umask; never wider than FILE_MODE
+    return fd
+
+
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see all of it or nothing (temp file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``data`` to ``path`` so that readers see all of it or nothing (temp file, fsync, rename);
+    the file is created FILE_MODE and missing folders DIR_MODE."""
+    make_private_dir(path.parent)
     tmp = path.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
     try:
-        with open(tmp, "wb") as handle:
+        with open(open_private(tmp), "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -181,6 +209,8 @@ def staged(store: FileStore, still_needed: Callable[[str], bool] | None = None) 
 
 __all__ = [
     "CACHE",
+    "DIR_MODE",
+    "FILE_MODE",
     "ORIGINALS",
     "RENDERS",
     "FileStore",
@@ -189,6 +219,8 @@ __all__ = [
     "StoredFile",
     "save_lock",
     "sha256_hex",
+    "make_private_dir",
+    "open_private",
     "staged",
     "write_atomic",
 ]

@@ -7,7 +7,8 @@ retraining command, ``core.training.corrections_data``, reads exactly this):
 - ``images/<sha256>.png``: the stored original decoded as the diagnosis decodes it (:mod:`core.imaging`),
   8-bit grey, longest side at most ``MAX_SIDE`` px; ``<sha256>`` is the original file's (the study's).
 - ``labels.csv``: ``image`` (``images/<sha256>.png``), ``study_id``, ``correction_id``, ``patient_key``
-  (sha256 hex of the patient ID, so splits can be patient-disjoint without the ID), ``reviewed_at`` (ISO
+  (HMAC-SHA256 hex of the patient ID keyed with the site's secret, :func:`patient_key`: splits can be
+  patient-disjoint without the ID, and nobody without the secret can test IDs against it), ``reviewed_at`` (ISO
   8601 UTC), ``reviewed_by`` (username), then the active classifier card's findings in its order:
   ``1`` present, ``0`` absent, empty for uncertain.
 - ``yolo/images/<sha256>.png`` (a hard link to, or copy of, the same image), ``yolo/labels/<sha256>.txt``
@@ -19,7 +20,9 @@ retraining command, ``core.training.corrections_data``, reads exactly this):
   sha256 of every other file written).
 
 The folder is written under a temporary name beside ``OUT`` and renamed into place at the end, so ``OUT``
-either holds a whole export or does not exist; an ``OUT`` that exists and is not empty is refused. An image
+either holds a whole export or does not exist; an ``OUT`` that exists and is not empty is refused. Its
+folders are 0700 and its files 0600 (readable by the service's account only), as is the zip the dashboard
+offers, which is removed once downloaded and, if never downloaded, after ``ZIP_MAX_AGE_HOURS``. An image
 in two patients' records is exported once, with the newest reviewed reading (the other is listed in
 ``skipped``): one file cannot carry two sets of labels.
 """
@@ -28,11 +31,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import hmac
 import io
 import json
 import logging
 import os
+import secrets
 import shutil
+import time
 import uuid
 import zipfile
 from dataclasses import dataclass, replace
@@ -61,6 +67,8 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 MAX_SIDE = 1024
 EXPORTS = "exports"  # folder of the dashboard's exports under the data directory
+ZIP_MAX_AGE_HOURS = 24  # a dashboard export's zip never downloaded is removed after this
+SITE_SECRET_FILE = "site-secret"  # under var_dir, when CXR_SITE_SECRET is not set
 LEADING_COLUMNS = ("image", "study_id", "correction_id", "patient_key", "reviewed_at", "reviewed_by")
 
 __all__ = [
@@ -71,6 +79,10 @@ __all__ = [
     "classifier_findings",
     "default_export_dir",
     "export_reviewed",
+    "patient_key",
+    "remove_stale_zips",
+    "site_secret",
+    "take_zip",
     "zip_export",
 ]
 
@@ -115,6 +127,39 @@ class _Reviewed:
     reviewed_at: datetime
     reviewed_by: str
     orientation: str | None = None  # the film check's turn of the read the doctor reviewed (None: as stored)
+
+
+def site_secret() -> bytes:
+    """The site's secret: ``CXR_SITE_SECRET``, else ``var_dir/site-secret``, generated (256 random bits,
+    0600) the first time it is needed and kept: the same patient has the same key in every export."""
+    settings = get_settings()
+    if settings.site_secret:
+        return settings.site_secret.encode("utf-8")
+    path = settings.var_dir / SITE_SECRET_FILE
+    if not path.exists():
+        storage.make_private_dir(path.parent)
+        tmp = path.with_name(f"{storage.TMP_PREFIX}{SITE_SECRET_FILE}-{uuid.uuid4().hex}")
+        with open(storage.open_private(tmp), "w") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)  # appears whole or not at all; a concurrent first export's secret wins
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    secret = path.read_bytes().strip()
+    if not secret:
+        raise ExportError(
+            f"The site secret {path} is empty; remove it (a new one is made) or set CXR_SITE_SECRET."
+        )
+    return secret
+
+
+def patient_key(patient_id: str, secret: bytes | None = None) -> str:
+    """The export's pseudonymous patient key: HMAC-SHA256 of the patient ID with the site's secret (hex)."""
+    return hmac.new(secret or site_secret(), patient_id.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def classifier_findings() -> tuple[str, tuple[str, ...]]:
@@ -217,6 +262,7 @@ def _write(
     (tmp / "yolo" / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
     positives = dict.fromkeys(findings, 0)
     per_class = dict.fromkeys(classes, 0)
+    secret = site_secret()
     skipped: list[dict[str, Any]] = []
     # One image, one set of labels: of a film in several records, the newest reviewed reading is kept.
     newest: dict[str, _Reviewed] = {}
@@ -257,7 +303,7 @@ def _write(
                     f"images/{name}",
                     row.study_id,
                     row.correction_id,
-                    hashlib.sha256(row.patient_id.encode("utf-8")).hexdigest(),
+                    patient_key(row.patient_id, secret),
                     row.reviewed_at.isoformat(),
                     row.reviewed_by,
                     *values,
@@ -286,9 +332,11 @@ def export_reviewed(out_dir: Path | str, actor: AuthenticatedUser) -> ExportMani
     _refuse_existing(out)
     version, findings = classifier_findings()
     rows = _read_reviewed()
-    out.parent.mkdir(parents=True, exist_ok=True)
+    storage.make_private_dir(out.parent)
     tmp = out.parent / f"{storage.TMP_PREFIX}export-{uuid.uuid4().hex[:12]}"
     try:
+        tmp.mkdir(mode=storage.DIR_MODE)
+        os.chmod(tmp, storage.DIR_MODE)
         counts, skipped = _write(tmp, rows, findings, storage.FileStore())
         files = {
             path.relative_to(tmp).as_posix(): _sha256(path)
@@ -308,6 +356,7 @@ def export_reviewed(out_dir: Path | str, actor: AuthenticatedUser) -> ExportMani
             "files": files,
         }
         (tmp / "manifest.json").write_text(json.dumps(document, indent=2) + "\n")
+        _make_private(tmp)
         _refuse_existing(out)  # again: someone may have written there while the images were decoded
         try:
             # Replaces an empty folder atomically; fails (rather than merging) if one appeared meanwhile.
@@ -334,13 +383,50 @@ def export_reviewed(out_dir: Path | str, actor: AuthenticatedUser) -> ExportMani
     return ExportManifest(out, document)
 
 
+def _make_private(folder: Path) -> None:
+    """Every folder under ``folder`` (and itself) 0700, every file 0600."""
+    for path in folder.rglob("*"):
+        os.chmod(path, storage.DIR_MODE if path.is_dir() else storage.FILE_MODE)
+    os.chmod(folder, storage.DIR_MODE)
+
+
+def remove_stale_zips(max_age_hours: float = ZIP_MAX_AGE_HOURS, folder: Path | None = None) -> list[Path]:
+    """Remove the dashboard's export zips (and half-written ones) older than ``max_age_hours``; the paths."""
+    folder = folder or get_settings().data_dir / EXPORTS
+    cutoff = time.time() - max_age_hours * 3600
+    removed = []
+    for path in folder.glob("*.zip") if folder.is_dir() else ():
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed.append(path)
+        except OSError as exc:  # removed meanwhile by another process: nothing to do
+            log.debug("stale export zip %s: %s", path.name, exc)
+    if removed:
+        log.info("removed %d export zip(s) older than %g h", len(removed), max_age_hours)
+    return removed
+
+
+def take_zip(path: Path) -> bytes:
+    """The bytes of an export zip, removing the file: a download is served once, then no copy is left."""
+    path = Path(path)
+    data = path.read_bytes()
+    path.unlink(missing_ok=True)
+    return data
+
+
 def zip_export(export_dir: Path) -> Path:
-    """``<export_dir>.zip`` holding the export folder's files (written under a temporary name, then renamed)."""
+    """``<export_dir>.zip`` holding the export folder's files (written 0600 under a temporary name, then
+    renamed); zips older than ``ZIP_MAX_AGE_HOURS`` beside it are removed first."""
     export_dir = Path(export_dir)
+    remove_stale_zips(folder=export_dir.parent)
     target = export_dir.with_name(export_dir.name + ".zip")
     tmp = target.with_name(f"{storage.TMP_PREFIX}{target.name}")
     try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with (
+            open(storage.open_private(tmp), "wb") as handle,
+            zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive,
+        ):
             for path in sorted(export_dir.rglob("*")):
                 if path.is_file():
                     archive.write(path, f"{export_dir.name}/{path.relative_to(export_dir).as_posix()}")
