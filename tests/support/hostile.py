@@ -164,7 +164,10 @@ def dicom(
     if with_pixels:
         ds.PixelData = pixel_bytes if pixel_bytes is not None else np.ascontiguousarray(arr).tobytes()
     out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
+    if meta.TransferSyntaxUID.is_private:  # an unknown syntax: written as explicit VR little endian
+        ds.save_as(out, enforce_file_format=True, implicit_vr=False, little_endian=True)
+    else:
+        ds.save_as(out, enforce_file_format=True)
     data = out.getvalue()
     return data if preamble else data[128:]
 
@@ -358,7 +361,7 @@ def _dicom_cases() -> list[Case]:
         ),
         Case(
             "dicom-16bit-rescale-window.dcm",
-            dicom(sixteen, RescaleSlope=2, RescaleIntercept=-1024, WindowCenter=1024, WindowWidth=4096),
+            dicom(sixteen, RescaleSlope=1, RescaleIntercept=-1024, WindowCenter=1016, WindowWidth=4096),
             "accepted",
         ),
         Case("dicom-rgb.dcm", dicom(rgb), "accepted"),
@@ -390,7 +393,13 @@ def _dicom_cases() -> list[Case]:
         Case("dicom-body-part-link.dcm", dicom(Modality="CR", BodyPartExamined=LINK), "not_chest_xray"),
         Case(
             "dicom-report-no-pixels.dcm",
-            dicom(SOPClassUID="1.2.840.10008.5.1.4.1.1.88.11", Modality="SR", PixelData=None),
+            dicom(
+                SOPClassUID="1.2.840.10008.5.1.4.1.1.88.11",
+                Modality="SR",
+                PixelData=None,
+                Rows=None,
+                Columns=None,
+            ),
             "no_pixel_data",
         ),
         Case(
