@@ -77,7 +77,9 @@ def reduce_array(arr: np.ndarray, factor: int) -> np.ndarray:
         rows = np.asarray(arr[o0 * factor : o1 * factor], dtype=np.float32)
         row_starts = np.arange(0, rows.shape[0], factor)
         sums = np.add.reduceat(np.add.reduceat(rows, row_starts, axis=0), col_starts, axis=1)
-        counts = np.multiply.outer(np.minimum(factor, rows.shape[0] - row_starts).astype(np.float32), col_counts)
+        counts = np.multiply.outer(
+            np.minimum(factor, rows.shape[0] - row_starts).astype(np.float32), col_counts
+        )
         out[o0:o1] = sums / (counts[..., None] if arr.ndim == 3 else counts)
     return out
 

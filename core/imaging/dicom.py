@@ -326,7 +326,9 @@ def _dicom_grey(arr: np.ndarray, ds: Dataset, bits_stored: int) -> tuple[np.ndar
             low, high = _voi_output_range(values, ds)
             if high > low:
                 # the modality LUT again, band by band, so that the VOI sees what pydicom's own pipeline gives it
-                windowed = map_bands(arr, lambda band: apply_voi_lut(apply_modality_lut(band, ds), ds, index=0))
+                windowed = map_bands(
+                    arr, lambda band: apply_voi_lut(apply_modality_lut(band, ds), ds, index=0)
+                )
                 windowed -= np.float32(low)
                 windowed /= np.float32(high - low)
                 how = "VOI LUT" if ds.get("VOILUTSequence") else _describe_window(ds)

@@ -65,9 +65,7 @@ class TruncatedFile(CorruptImage):
     The same ``code`` as :class:`CorruptImage` (a truncated file is a damaged one); the message says which.
     """
 
-    default_message = (
-        "The file is incomplete (truncated): it ends before its image does; please upload the whole file again."
-    )
+    default_message = "The file is incomplete (truncated): it ends before its image does; please upload the whole file again."
 
 
 class TooManyPixels(ImageRejected):
