@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core import origin
 from ui import fmt, session
 from ui.login import login_form
 from ui.logs import configure_logging
-from ui.navigation import ROUTES
+from ui.navigation import ACCOUNT_PAGE, ROUTES
 
 configure_logging()  # once per process: a rerun finds it done
+# Every audit row of this run (failed logins included) names the browser's address; it also keys the
+# per-client login throttle (core.auth.ClientThrottle).
+origin.set_client(f"web:{st.context.ip_address}" if st.context.ip_address else "web")
 
 st.set_page_config(page_title="CXR assistant", page_icon=":material/radiology:", layout="wide")
 
@@ -38,6 +42,7 @@ if user is None:
 page = st.navigation([*clinical, *admin_only] if user.is_admin else clinical)
 with st.sidebar:
     st.markdown(f"**{fmt.md(user.full_name or user.username)}**  \n:gray[{user.username} · {user.role}]")
+    st.page_link(ACCOUNT_PAGE, label="My account", icon=":material/manage_accounts:")
     if st.button("Log out", icon=":material/logout:"):
         session.sign_out("You have logged out.")
         st.rerun()

@@ -11,6 +11,8 @@ import importlib
 import logging
 import sys
 
+from core import origin
+
 # command name -> module that registers it (see each module's ``register``)
 COMMANDS: dict[str, str] = {
     "db": "core.cli.db",
@@ -20,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "models": "core.cli.models",
     "retrain": "core.cli.retrain",
     "corrections": "core.cli.corrections",
+    "users": "core.cli.accounts",
 }
 
 
@@ -37,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sub.add_parser(name, help=f"see `python -m core {name} --help`")
     args = parser.parse_args(argv)
+    origin.set_client(origin.cli_origin())  # every audit row of this run names the OS user and host
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -11,9 +11,7 @@ This module sits below ``core.auth`` (which writes login rows): it needs only th
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
@@ -21,6 +19,7 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session
 
 from core.errors import PermissionDenied, ValidationError
+from core.origin import client, current_client, set_client
 from core.validation import normalize_patient_id
 from db import repository as repo
 from db.models import LIMITS
@@ -66,11 +65,6 @@ ACTIONS: tuple[str, ...] = (
     "upload_refused",
     "audit_read",
 )
-
-# Where the actions of this thread or task come from: "web:<address>" (set by app.py on every script run),
-# "cli:<os user>@<host>" (set by ``python -m core``); stored in ``audit_log.client``. A context variable, so
-# each Streamlit session's script thread carries its own.
-_CLIENT: ContextVar[str | None] = ContextVar("audit_client", default=None)
 
 _MAX_LIMIT = 1000
 
@@ -135,26 +129,6 @@ class AuditPage:
 # ---------------------------------------------------------------- writing
 
 
-def set_client(value: str | None) -> None:
-    """Name where the following actions of this thread come from (see ``audit_log.client``)."""
-    _CLIENT.set(value[: LIMITS["audit_client"]] if value else None)
-
-
-def current_client() -> str | None:
-    """What :func:`set_client` set for this thread, if anything."""
-    return _CLIENT.get()
-
-
-@contextmanager
-def client(value: str | None) -> Iterator[None]:
-    """:func:`set_client` for the duration of a block."""
-    token = _CLIENT.set(value[: LIMITS["audit_client"]] if value else None)
-    try:
-        yield
-    finally:
-        _CLIENT.reset(token)
-
-
 def _cut(value: str, column: str) -> str:
     return value[: LIMITS[column]]
 
@@ -182,7 +156,7 @@ def write(
     """Append an audit row in ``session`` (the caller's transaction): ``actor`` did ``action`` (one of
     :data:`ACTIONS`) to ``entity_type`` ``entity_id`` of ``patient_id``; ``at`` defaults to now, ``client``
     to this thread's :func:`current_client`."""
-    where = client or _CLIENT.get()
+    where = client or current_client()
     repo.add_audit(
         session,
         user_id=actor.id,
@@ -282,5 +256,7 @@ def list_audit(
             "offset": offset,
         }
         shown = {k: v for k, v in filters.items() if v}
-        write(session, actor, "audit_read", "audit_log", after=shown, detail=f"{len(entries)} of {total} rows")
+        write(
+            session, actor, "audit_read", "audit_log", after=shown, detail=f"{len(entries)} of {total} rows"
+        )
     return AuditPage(entries=entries, total=total, limit=limit, offset=offset)

@@ -84,6 +84,7 @@ class UserSummary:
     locked_until: datetime | None
     created_at: datetime
     last_login_at: datetime | None
+    failed_attempts: int = 0
 
 
 @cache
@@ -159,7 +160,9 @@ def _authenticate(name: str, password: str, now: datetime, client: str | None) -
     if user is None or not user.active or attempt is None:
         # Refused without looking at the password, but after the same work as a wrong one: equal time.
         verify_password(password, _dummy_hash())
-        reason = "unknown user" if user is None else "deactivated account" if not user.active else "account locked"
+        reason = (
+            "unknown user" if user is None else "deactivated account" if not user.active else "account locked"
+        )
         _audit_attempt(user, name, "login_failed", reason, now, client)
         if user is not None and user.active and user.locked_until is not None and user.locked_until > now:
             raise AccountLocked(user.locked_until)
@@ -350,9 +353,10 @@ def create_user(
     return created
 
 
-def list_users(actor: AuthenticatedUser) -> list[UserSummary]:
-    """All users, for admins (``PermissionDenied`` otherwise)."""
-    require_admin(actor)
+def list_users(actor: AuthenticatedUser | audit.Actor) -> list[UserSummary]:
+    """All users, for admins (``PermissionDenied`` otherwise) and the command line (an ``audit.Actor``)."""
+    if isinstance(actor, AuthenticatedUser):
+        require_admin(actor)
     with session_scope() as session:
         return [
             UserSummary(
@@ -364,6 +368,7 @@ def list_users(actor: AuthenticatedUser) -> list[UserSummary]:
                 locked_until=u.locked_until,
                 created_at=u.created_at,
                 last_login_at=u.last_login_at,
+                failed_attempts=u.failed_attempts,
             )
             for u in repo.list_users(session)
         ]

@@ -120,10 +120,7 @@ def lock_if_exhausted(session: Session, user_id: int, limit: int, now: datetime,
 def update_user_fields(session: Session, user_id: int, **values: Any) -> bool:
     """Set columns of one user in one statement (and bump its version); False when there is no such user."""
     statement = (
-        update(_USERS)
-        .where(_U.id == user_id)
-        .values(**values, version=_U.version + 1)
-        .returning(_U.id)
+        update(_USERS).where(_U.id == user_id).values(**values, version=_U.version + 1).returning(_U.id)
     )
     return session.execute(statement).scalar_one_or_none() is not None
 

@@ -16,7 +16,7 @@ if not patient_id:
     st.stop()
 try:
     record = session.current_record(patient_id, user)
-    studies = diagnosis.patient_history(record.patient_id)
+    studies = diagnosis.patient_history(record.patient_id, actor=user)
 except NotFound as exc:
     st.error(str(exc), icon=":material/person_off:")
     st.stop()

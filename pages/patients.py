@@ -21,7 +21,7 @@ with st.form("patient_search", border=False):
     button_col.form_submit_button("Search", type="primary", icon=":material/search:", width="stretch")
 
 query = st.session_state.get("search_query", "").strip()
-hits = records.search_patients(query, limit=session.SEARCH_LIMIT) if query else []
+hits = session.search_patients(query) if query else []
 if query and not hits:
     st.info(f"No patient matches “{fmt.md(query)}”. Check the ID, or register the patient below.")
 if hits:

@@ -22,7 +22,7 @@ st.caption(
     "is closest to flipping a finding (the smallest log-odds distance of any finding from its threshold)."
 )
 
-items = queues.review_queue()
+items = queues.review_queue(actor=user)
 if not items:
     st.info("No X-ray is waiting for review.", icon=":material/task_alt:")
 widths = [2, 3, 4, 1.5, 1.3]

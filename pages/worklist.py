@@ -16,7 +16,7 @@ st.caption(
 
 @st.fragment(run_every=60)
 def worklist() -> None:
-    items = queues.worklist()
+    items = queues.worklist(actor=user)
     if not items:
         st.info("No X-ray is waiting for review.", icon=":material/task_alt:")
         return

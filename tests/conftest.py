@@ -105,6 +105,7 @@ def fast_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
     """Cheap argon2 parameters for every test (see FAST_PWD_CONTEXT); real ones are tested explicitly."""
     monkeypatch.setattr(auth, "pwd_context", FAST_PWD_CONTEXT)
     auth._dummy_hash.cache_clear()
+    auth.THROTTLE.clear()  # the per-client login throttle is process-wide: no test inherits another's failures
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

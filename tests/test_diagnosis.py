@@ -172,7 +172,9 @@ def test_every_refusal_saves_nothing(doctor: AuthenticatedUser, data: bytes, cod
     with pytest.raises(ImageRejected) as refused:
         dx.diagnose_upload("ED-1", data, "upload", doctor)
     assert refused.value.code == code and refused.value.user_message
-    assert counts() == (0, 0) and stored_files() == [] and audit_actions("ED-1") == []
+    assert counts() == (0, 0) and stored_files() == []
+    # Issue 13: the refusal itself is audited (who tried what on whose record), and that is all it leaves.
+    assert audit_actions("ED-1") == [("upload_refused", refused.value.user_message)]
 
 
 def test_unknown_patient_and_foreign_visit_are_refused(

@@ -33,6 +33,10 @@ ROUTES: tuple[Route, ...] = (
     Route("pages/xray.py", "X-ray", ":material/radiology:", "x-ray"),
     Route("pages/history.py", "Imaging history", ":material/history:", "imaging-history"),
     Route("pages/review.py", "Review / correct", ":material/rate_review:", "review-study"),
+    Route("pages/account.py", "My account", ":material/manage_accounts:", "my-account"),
     Route("pages/audit.py", "Audit log", ":material/policy:", "audit-log", admin=True),
+    Route("pages/accounts.py", "Accounts", ":material/group:", "user-accounts", admin=True),
     Route("pages/models.py", "Models", ":material/model_training:", "model-versions", admin=True),
 )
+
+ACCOUNT_PAGE = "pages/account.py"  # the sidebar's "My account" link

@@ -205,3 +205,14 @@ def current_record(patient_id: str, user: auth.AuthenticatedUser) -> records.Pat
 
 
 SEARCH_LIMIT = 25  # a page of hits; more means the query is too vague to scan by eye
+SEARCHED = "searched"  # the last patient search audited in this session (a str)
+
+
+def search_patients(query: str) -> list[records.PatientSummary]:
+    """A patient search by the signed-in user, audited once per distinct query in this session: a rerun
+    that shows the same hits again (a click elsewhere on the page) is not a new search."""
+    user = st.session_state.get(USER)
+    audit_it = isinstance(user, auth.AuthenticatedUser) and st.session_state.get(SEARCHED) != query
+    hits = records.search_patients(query, limit=SEARCH_LIMIT, actor=user if audit_it else None)
+    st.session_state[SEARCHED] = query
+    return hits

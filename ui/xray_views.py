@@ -274,11 +274,9 @@ def finding_tiers(view: DiagnosisView) -> None:
 
 def patient_picker(current: str | None) -> str | None:
     """Choose the patient the X-ray belongs to (search by ID or name); returns the chosen patient ID."""
-    from core import records
-
     with st.expander("Choose another patient" if current else "Choose the patient", expanded=not current):
         query = st.text_input("Patient ID or name", key="xr.pick.query").strip()
-        hits = records.search_patients(query, limit=session.SEARCH_LIMIT) if query else []
+        hits = session.search_patients(query) if query else []
         if query and not hits:
             st.info(f"No patient matches “{fmt.md(query)}”.")
         if hits:

@@ -40,13 +40,19 @@ log = logging.getLogger(__name__)
 _MAX_LIMIT = 1000
 
 
-def search_patients(query: str, limit: int = 20) -> list[PatientSummary]:
+def search_patients(
+    query: str, limit: int = 20, *, actor: AuthenticatedUser | None = None
+) -> list[PatientSummary]:
     """Patients whose ID equals or starts with ``query`` (case-insensitive), or whose name matches it.
 
     Name matching is case- and accent-insensitive on prefixes: the whole query starts the family or the
     given name ("smi", "van der b"), or its words split into a given-name and a family-name prefix in
     either order ("joh smi", "Smith, John"). Exact ID first, then ID prefixes, then names in
     (family, given) order; at most ``limit``. An empty query returns ``[]``.
+
+    Searched by ``actor``, the search is audited (``search``) with the query as typed and the IDs found:
+    who looked up which names or birth dates is what a hospital's privacy officer asks, and the audit log is
+    the protected place for it (admins only; append-only on PostgreSQL).
     """
     # Control characters can never be in a stored name or ID (and PostgreSQL rejects NUL in parameters).
     text = " ".join(CONTROL_CHARACTERS.sub(" ", query or "").split())[:200]
@@ -65,7 +71,11 @@ def search_patients(query: str, limit: int = 20) -> list[PatientSummary]:
         if tokens and len(found) < limit and not any(ch.isdigit() for ch in text):
             for p in repo.find_patients_by_name(session, tokens, limit):
                 found.setdefault(p.patient_id, summary_of(p))
-    return list(found.values())[:limit]
+        hits = list(found.values())[:limit]
+        if actor is not None:
+            after = {"query": text, "found": [h.patient_id for h in hits]}
+            audit.write(session, actor, "search", "patient", after=after, detail=f"{len(hits)} found")
+    return hits
 
 
 def get_record(patient_id: str, actor: AuthenticatedUser) -> PatientRecord:

@@ -371,10 +371,14 @@ def diagnose_upload(
     """
     t0 = time.perf_counter()
     store = storage.FileStore(get_settings().data_dir)
-    upload = _check(patient_id, data, filename, actor, confirm_patient_mismatch, visit_id, store)
-    if upload.duplicate is not None:
-        return upload.duplicate
-    analysed = _analyse(data, filename)
+    try:
+        upload = _check(patient_id, data, filename, actor, confirm_patient_mismatch, visit_id, store)
+        if upload.duplicate is not None:
+            return upload.duplicate
+        analysed = _analyse(data, filename)
+    except imaging.ImageRejected as exc:
+        _audit_refusal(patient_id, data, filename, actor, exc)
+        raise
     t1 = time.perf_counter()
     rendered = _render(analysed)
     t2 = time.perf_counter()
@@ -388,6 +392,24 @@ def diagnose_upload(
         return view
     timing = {**view.timing_ms, "total": round((time.perf_counter() - t0) * 1e3, 1)}
     return replace(view, timing_ms=timing, notes=analysed.analysis.image.notes)
+
+
+def _audit_refusal(
+    patient_id: str, data: bytes, filename: str, actor: AuthenticatedUser, exc: imaging.ImageRejected
+) -> None:
+    """A refused file leaves an audit row (who tried what on whose record, and why), and nothing else."""
+    key = normalize_patient_id(patient_id or "")
+    with session_scope() as session:
+        patient = repo.get_patient(session, key) if key else None
+        write_audit(
+            session,
+            actor,
+            "upload_refused",
+            "study",
+            patient_id=patient.patient_id if patient is not None else None,
+            after={"filename": filename, "bytes": len(data or b""), "code": exc.code},
+            detail=str(exc),
+        )
 
 
 @dataclass(frozen=True)
@@ -584,12 +606,13 @@ def get_diagnosis(study_id: int, actor: AuthenticatedUser, *, audit: bool = True
         return view
 
 
-def patient_history(patient_id: str) -> tuple[StudySummary, ...]:
-    """Every study of the patient, newest first, with its newest diagnosis' triage and top findings."""
+def patient_history(patient_id: str, *, actor: AuthenticatedUser | None = None) -> tuple[StudySummary, ...]:
+    """Every study of the patient, newest first, with its newest diagnosis' triage and top findings; shown
+    to ``actor``, the listing is audited (``list``)."""
     store = storage.FileStore()
     with session_scope() as session:
         patient = _load_patient(session, patient_id)
-        return tuple(
+        history = tuple(
             StudySummary(
                 study_id=s.id,
                 uploaded_at=s.uploaded_at,
@@ -606,6 +629,12 @@ def patient_history(patient_id: str) -> tuple[StudySummary, ...]:
             )
             for s, d in repo.studies_with_latest_diagnosis(session, patient.id)
         )
+        if actor is not None:
+            key = patient.patient_id
+            write_audit(
+                session, actor, "list", "study_history", key, patient_id=key, detail=f"{len(history)} films"
+            )
+        return history
 
 
 def probability_series(patient_id: str) -> tuple[ProbabilityPoint, ...]:

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from sqlalchemy.orm import Session
+
+from core import audit
+from core.audit import Who
 from core.imaging import storage
 from core.ml import triage
 from core.ml.probability import logit
@@ -73,26 +77,38 @@ def _item(s: models.Study, d: models.Diagnosis, p: models.Patient, store: storag
     )
 
 
-def worklist(limit: int = WORKLIST_LIMIT) -> tuple[QueueItem, ...]:
-    """Unreviewed studies of every patient: most pressing triage level first, then longest waiting."""
+def _audit_listing(session: Session, actor: Who | None, what: str, items: tuple[QueueItem, ...]) -> None:
+    # Which patients appeared on whose screen: the list, its length and the first patients shown.
+    if actor is not None:
+        shown = list(dict.fromkeys(i.patient_id for i in items))[:50]
+        audit.write(session, actor, "list", what, after={"patients": shown}, detail=f"{len(items)} films")
+
+
+def worklist(limit: int = WORKLIST_LIMIT, *, actor: Who | None = None) -> tuple[QueueItem, ...]:
+    """Unreviewed studies of every patient: most pressing triage level first, then longest waiting; shown to
+    ``actor``, the listing is audited (``list``)."""
     store = storage.FileStore()
     with session_scope() as session:
         rows = repo.unreviewed_studies(session, triage.LEVELS, max(1, min(limit, 1000)))
-        return tuple(_item(s, d, p, store) for s, d, p in rows)
+        items = tuple(_item(s, d, p, store) for s, d, p in rows)
+        _audit_listing(session, actor, "worklist", items)
+        return items
 
 
-def review_queue(limit: int = 50) -> tuple[QueueItem, ...]:
+def review_queue(limit: int = 50, *, actor: Who | None = None) -> tuple[QueueItem, ...]:
     """Unreviewed studies (status 'new'), least certain first, for doctors to label where it teaches most.
 
     Rule (margin sampling on the calibrated probabilities): first the studies whose triage is marked
     *uncertain* (a deciding cut within reach, or an image near the out-of-scope limit: the rule itself was
     unsure), then by ``margin`` = the smallest |logit(p) - logit(threshold)| over the findings (the read
     closest to flipping a finding), then oldest first. At most ``QUEUE_SCAN_LIMIT`` of the oldest
-    unreviewed studies are ranked.
+    unreviewed studies are ranked. Shown to ``actor``, the listing is audited (``list``).
     """
     store = storage.FileStore()
     with session_scope() as session:
         rows = repo.new_studies_with_latest_diagnosis(session, QUEUE_SCAN_LIMIT)
         items = [_item(s, d, p, store) for s, d, p in rows]
-    items.sort(key=lambda i: (not i.uncertain, i.margin, i.uploaded_at, i.study_id))
-    return tuple(items[: max(1, min(limit, 1000))])
+        items.sort(key=lambda i: (not i.uncertain, i.margin, i.uploaded_at, i.study_id))
+        shown = tuple(items[: max(1, min(limit, 1000))])
+        _audit_listing(session, actor, "review_queue", shown)
+    return shown
