@@ -69,7 +69,9 @@ if user.is_admin:
     archive = st.session_state.get(EXPORT)
     if archive and not Path(archive).exists():  # served once (then removed), or removed as stale
         st.session_state.pop(EXPORT, None)
-        st.caption("The export's zip was downloaded (or expired) and removed from the server; export again for another.")
+        st.caption(
+            "The export's zip was downloaded (or expired) and removed from the server; export again for another."
+        )
     elif archive:
         path = Path(archive)
         st.download_button(
