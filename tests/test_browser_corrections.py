@@ -125,7 +125,7 @@ def test_correct_a_finding_and_move_a_box(server: Server) -> None:
         expect(page.get_by_text("2 films, newest first")).to_be_visible(timeout=STEP_MS)
         expect(page.get_by_text("New", exact=True)).to_have_count(2)
         page.locator(f".st-key-xr-open-{study.id} button").click()
-        expect(page.get_by_text("Top findings")).to_be_visible(timeout=STEP_MS)
+        expect(page.get_by_text("Overall:", exact=True)).to_be_visible(timeout=STEP_MS)
         page.locator(f".st-key-xr-review-{study.id} button").click()
         expect(page.get_by_role("heading", name="Review / correct")).to_be_visible(timeout=STEP_MS)
         expect(page.get_by_text("Pre-filled from the model's read.")).to_be_visible(timeout=STEP_MS)
