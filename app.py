@@ -8,7 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core import origin
-from ui import fmt, session
+from ui import errors, fmt, session
 from ui.login import login_form
 from ui.logs import configure_logging
 from ui.navigation import ACCOUNT_PAGE, ROUTES
@@ -19,6 +19,9 @@ configure_logging()  # once per process: a rerun finds it done
 origin.set_client(f"web:{st.context.ip_address}" if st.context.ip_address else "web")
 
 st.set_page_config(page_title="CXR assistant", page_icon=":material/radiology:", layout="wide")
+
+if not errors.database_ready():  # down or locked: one plain sentence instead of a traceback on first query
+    st.stop()
 
 user = session.active_user()  # None when signed out, or when the idle timeout just ended the session
 
@@ -47,4 +50,4 @@ with st.sidebar:
         session.sign_out("You have logged out.")
         st.rerun()
     session.idle_watch()
-page.run()
+errors.run_page(page)  # a disk or database failure, or a bug, becomes a plain sentence

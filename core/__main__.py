@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "retrain": "core.cli.retrain",
     "corrections": "core.cli.corrections",
     "users": "core.cli.accounts",
+    "storage": "core.cli.storage",
 }
 
 
@@ -45,7 +46,16 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except Exception as exc:  # a down database or a full disk: one line, no traceback (paths, SQL)
+        from core import failures
+
+        why = failures.reason(exc)
+        if why is None:
+            raise
+        print(f"error: {why}. {failures.ADVICE}", file=sys.stderr)
+        return 2 if "database" in why else 1
 
 
 if __name__ == "__main__":

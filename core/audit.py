@@ -64,6 +64,7 @@ ACTIONS: tuple[str, ...] = (
     "list",
     "upload_refused",
     "audit_read",
+    "storage_gc",
 )
 
 _MAX_LIMIT = 1000

@@ -487,6 +487,18 @@ def stored_path_in_use(session: Session, relpath: str) -> bool:
     return session.scalar(in_studies) is not None or session.scalar(in_diagnoses) is not None
 
 
+def stored_paths(session: Session) -> set[str]:
+    """Every stored file that a saved study or diagnosis refers to (for the garbage collector)."""
+    paths: set[str] = set()
+    for cols in (
+        (Study.file_path, Study.preview_path, Study.thumbnail_path),
+        (Diagnosis.overlay_path, Diagnosis.heatmap_path),
+    ):
+        for row in session.execute(select(*cols)):
+            paths.update(p for p in row if p)
+    return paths
+
+
 # ------------------------------------------------------------------ corrections
 
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -58,11 +58,13 @@ def create_db_engine(url: str) -> Engine:
         database = sa_url.database
         if database and database != ":memory:" and not database.startswith("file:"):
             _private_sqlite_file(Path(database).expanduser())
-        engine = create_engine(url, connect_args={"timeout": 5})
+        # hide_parameters: an error's text (logged, or caught and shown) never carries the values of the
+        # statement, which are often clinical text a doctor typed.
+        engine = create_engine(url, connect_args={"timeout": 5}, hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # pre_ping: a PostgreSQL restart otherwise surfaces as an error on the next user's click.
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True)
 
 
 def get_engine(url: str | None = None) -> Engine:
@@ -99,3 +101,10 @@ def dispose_engines() -> None:
             engine.dispose()
         _engines.clear()
         _factories.clear()
+
+
+def check_database(url: str | None = None) -> None:
+    """Open a connection and run ``SELECT 1``; raises the driver's error (as a SQLAlchemy error) when the
+    database cannot be reached, so a start-up check can say so plainly."""
+    with get_engine(url).connect() as conn:
+        conn.execute(text("SELECT 1"))

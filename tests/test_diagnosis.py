@@ -48,7 +48,12 @@ def stored_files() -> list[str]:
     root = get_settings().data_dir
     if not root.exists():
         return []
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    # locks/ holds the 256 lock files of core.imaging.storage (made once, empty, never removed)
+    return sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and p.relative_to(root).parts[0] != storage.LOCKS
+    )
 
 
 def counts() -> tuple[int, int]:

@@ -12,7 +12,12 @@ from core.imaging.storage import FileStore, StorageError, staged
 
 
 def _files(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    # locks/ holds the lock files of the store (made once, empty, never removed)
+    return sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and p.relative_to(root).parts[0] != "locks"
+    )
 
 
 def test_put_stores_by_content_and_reuses_identical_files(tmp_path: Path) -> None:

@@ -106,6 +106,14 @@ def save_file(path: Path, patient_id: str, actor: AuthenticatedUser, confirm_mis
         return _refused(path, exc.code, exc.user_message, t0)
     except diagnosis.PatientMismatch as exc:
         return _refused(path, "patient_mismatch", str(exc), t0)
+    except Exception as exc:  # a full disk or a database gone mid-batch: this file fails, the batch goes on
+        from core import failures
+
+        why = failures.reason(exc)
+        if why is None:
+            raise
+        code = "database" if "database" in why else "storage"
+        return _refused(path, code, f"Not saved: {why}. {failures.ADVICE}", t0)
     return {"path": str(path), "accepted": True, **view.as_dict()}
 
 

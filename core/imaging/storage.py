@@ -12,14 +12,29 @@ content always lands at the same name, so an existing file is never rewritten, o
 
 :class:`StagedFiles` is the file half of an atomic save: it remembers which files *this* action created
 and removes exactly those if the action fails (never a file that was already there for another study).
+
+Across processes and hosts sharing the data directory, a file is never removed while another save may be
+about to reference it. Each stored path hashes to one of 256 lock files (``locks/xx.lock``, made once and
+never removed). A save holds a *shared* ``flock`` on the lock of every file it writes or reuses, from just
+before it looks at the file until its transaction has committed or rolled back. Removing a file (a failed
+save's cleanup, ``python -m core storage gc``) needs the *exclusive* lock, taken without waiting: when
+another save holds the file's lock, the file is left where it is and the garbage collector removes it later
+if nothing references it by then. A save that finds a file gone (removed under the exclusive lock just
+before) writes it again. Processes killed mid-save (kill -9, power cut) release their locks with the process;
+their files stay unreferenced and ``storage gc`` removes them once older than its age limit.
+On a shared network file system Linux maps ``flock`` onto the server's byte-range locks (NFSv4, or v3 with
+lockd); there two threads of one process do not exclude each other, which ``save_lock`` covers.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,6 +48,7 @@ log = logging.getLogger(__name__)
 ORIGINALS = "originals"
 RENDERS = "renders"
 CACHE = "cache"
+LOCKS = "locks"
 TMP_PREFIX = ".tmp-"
 
 #: Serializes the "write files, then commit rows" window of saves within this process, so that one save
@@ -160,6 +176,69 @@ class FileStore:
         return path
 
 
+class FileLocks:
+    """Shared and exclusive ``flock``s on the 256 lock files of a store (see the module docstring).
+
+    One object belongs to one action (one thread); :meth:`release` (or leaving a ``with``) drops them all.
+    """
+
+    def __init__(self, store: FileStore) -> None:
+        self.store = store
+        self._held: dict[str, tuple[int, int]] = {}  # lock file name -> (descriptor, LOCK_SH or LOCK_EX)
+
+    def _name(self, relpath: str) -> str:
+        return f"{sha256_hex(relpath.encode())[:2]}.lock"
+
+    def _fd(self, name: str) -> int:
+        held = self._held.get(name)
+        if held is not None:
+            return held[0]
+        folder = self.store.root / LOCKS
+        make_private_dir(folder)
+        return os.open(folder / name, os.O_RDWR | os.O_CREAT, FILE_MODE)
+
+    def share(self, relpath: str) -> None:
+        """Wait for, then hold, the shared lock of ``relpath`` (no-op when this object holds it already)."""
+        name = self._name(relpath)
+        if name in self._held:
+            return
+        fd = self._fd(name)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        self._held[name] = (fd, fcntl.LOCK_SH)
+
+    def try_exclusive(self, relpath: str) -> bool:
+        """Take the exclusive lock of ``relpath`` if nobody else holds its lock now; never waits."""
+        name = self._name(relpath)
+        held = self._held.get(name)
+        if held is not None and held[1] == fcntl.LOCK_EX:
+            return True
+        fd = self._fd(name)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            if held is None:
+                os.close(fd)
+            else:  # a failed conversion may have dropped the shared lock: forget it (nothing is kept)
+                self._held.pop(name)
+                os.close(fd)
+            return False
+        self._held[name] = (fd, fcntl.LOCK_EX)
+        return True
+
+    def release(self) -> None:
+        for fd, _ in self._held.values():
+            os.close(fd)  # closing the descriptor drops its flock
+        self._held.clear()
+
+    def __enter__(self) -> FileLocks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 @dataclass
 class StagedFiles:
     """Files written for one action; :meth:`discard` removes the ones it created.
@@ -173,18 +252,34 @@ class StagedFiles:
     still_needed: Callable[[str], bool] | None = None
     created: list[str] = field(default_factory=list)
     used: list[str] = field(default_factory=list)
+    locks: FileLocks | None = None
+
+    def __post_init__(self) -> None:
+        if self.locks is None:
+            self.locks = FileLocks(self.store)
 
     def put(self, data: bytes, kind: str, suffix: str, digest: str | None = None) -> str:
-        """Store ``data`` (see :meth:`FileStore.put`) and return its relative path."""
+        """Store ``data`` (see :meth:`FileStore.put`) under its shared lock and return its relative path."""
+        assert self.locks is not None
+        digest = digest or sha256_hex(data)
+        self.locks.share(self.store.content_path(kind, digest, suffix))
         stored = self.store.put(data, kind, suffix, digest)
         (self.created if stored.created else self.used).append(stored.relpath)
         return stored.relpath
 
     def discard(self) -> list[str]:
-        """Remove every file this action created and nothing else needs; return the removed paths."""
+        """Remove every file this action created that no other save holds or references; return them.
+
+        A file whose lock another save holds is kept (that save may be about to commit a reference to it);
+        ``python -m core storage gc`` removes it later if nothing references it by then.
+        """
+        assert self.locks is not None
         removed = []
         for relpath in reversed(self.created):
             try:
+                if not self.locks.try_exclusive(relpath):
+                    log.info("kept %s: another save is using it (storage gc removes it if unused)", relpath)
+                    continue
                 if self.still_needed is not None and self.still_needed(relpath):
                     log.info("kept %s: referenced by another saved study", relpath)
                     continue
@@ -194,6 +289,11 @@ class StagedFiles:
                 log.exception("could not remove %s after a failed save", relpath)
         self.created.clear()
         return removed
+
+    def release(self) -> None:
+        """Drop the file locks (after the transaction that references the files has ended)."""
+        if self.locks is not None:
+            self.locks.release()
 
 
 @contextmanager
@@ -205,11 +305,92 @@ def staged(store: FileStore, still_needed: Callable[[str], bool] | None = None) 
     except BaseException:
         files.discard()
         raise
+    finally:
+        files.release()
+
+
+@dataclass(frozen=True)
+class Collected:
+    """What :func:`collect_garbage` found: removed (or, dry run, removable) files and what it kept."""
+
+    removed: tuple[str, ...]
+    temporary: tuple[str, ...]
+    kept_busy: int
+    kept_young: int
+    bytes_freed: int
+
+
+def _age_minutes(path: Path, now: float) -> float:
+    try:
+        return (now - path.stat().st_mtime) / 60.0
+    except FileNotFoundError:
+        return -1.0
+
+
+def collect_garbage(
+    store: FileStore,
+    referenced: Callable[[], set[str]],
+    is_referenced: Callable[[str], bool],
+    older_than_minutes: float = 60.0,
+    dry_run: bool = False,
+) -> Collected:
+    """Remove files under ``originals/`` and ``renders/`` that no row references, and ``.tmp-`` files left
+    by interrupted writes, once older than ``older_than_minutes``.
+
+    Each removal takes the file's exclusive lock without waiting and asks ``is_referenced`` again under it,
+    so a file that a save in another process is about to reference is never removed (it is kept and counted
+    as busy). ``referenced()`` gives every path the database refers to (read once, for the first pass). ``cache/`` is left alone (renderings made on demand; delete it freely).
+    """
+    now = time.time()
+    removed: list[str] = []
+    temporary: list[str] = []
+    busy = young = freed = 0
+    known = referenced()
+    with FileLocks(store) as locks:
+        for kind in (ORIGINALS, RENDERS):
+            top = store.root / kind
+            if not top.is_dir():
+                continue
+            for path in sorted(top.rglob("*")):
+                if not path.is_file():
+                    continue
+                age = _age_minutes(path, now)
+                if age < older_than_minutes:
+                    young += 1
+                    continue
+                relpath = path.relative_to(store.root).as_posix()
+                if path.name.startswith(TMP_PREFIX):
+                    size = path.stat().st_size
+                    if not dry_run:
+                        path.unlink(missing_ok=True)
+                    temporary.append(relpath)
+                    freed += size
+                    continue
+                if relpath in known:
+                    continue
+                if not locks.try_exclusive(relpath):
+                    busy += 1
+                    continue
+                try:
+                    if is_referenced(relpath):  # committed meanwhile
+                        continue
+                    size = path.stat().st_size
+                    if not dry_run:
+                        path.unlink(missing_ok=True)
+                    removed.append(relpath)
+                    freed += size
+                finally:
+                    locks.release()
+    return Collected(tuple(removed), tuple(temporary), busy, young, freed)
 
 
 __all__ = [
     "CACHE",
     "DIR_MODE",
+    "LOCKS",
+    "Collected",
+    "FileLocks",
+    "collect_garbage",
     "FILE_MODE",
     "ORIGINALS",
     "RENDERS",

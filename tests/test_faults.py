@@ -1,0 +1,361 @@
+"""Faults, injected for real where the machine allows: another process holding a film's files, kill -9 in the
+middle of a save, a full disk and a read-only data folder (tiny tmpfs mounts), a database that is down or
+locked; in the browser's page code and in the command line. Each case checks that nothing half-saved remains,
+that what was saved before is intact, and that the person sees one plain sentence and no traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.exc import OperationalError
+from streamlit.testing.v1 import AppTest
+
+from core import failures
+from core.auth import AuthenticatedUser
+from core.config import get_settings
+from core.imaging import storage
+from core.records import PatientRecord, VisitInput, add_visit
+from core.xray import diagnosis as dx
+from db import models
+from db import repository as repo
+from db.session import dispose_engines, session_scope
+from tests.support.apptest import APP, TIMEOUT, login
+from tests.support.db import TestAccount
+from tests.support.xray_samples import PNG, PNGS
+
+ROOT = Path(__file__).resolve().parents[1]
+CLOSED_PORT_URL = "postgresql+psycopg://postgres@127.0.0.1:1/test"
+
+
+class Boom(RuntimeError):
+    """The injected failure."""
+
+
+def counts() -> tuple[int, int]:
+    with session_scope() as s:
+        return (
+            s.scalar(select(func.count()).select_from(models.Study)) or 0,
+            s.scalar(select(func.count()).select_from(models.Diagnosis)) or 0,
+        )
+
+
+def film_files(root: Path) -> list[str]:
+    """Stored films and renders (not the store's lock files)."""
+    if not root.exists():
+        return []
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and p.relative_to(root).parts[0] != storage.LOCKS
+    )
+
+
+def references_resolve() -> None:
+    """Every path a saved row refers to is a file on disk."""
+    store = storage.FileStore()
+    with session_scope() as s:
+        missing = [p for p in repo.stored_paths(s) if not store.exists(p)]
+    assert missing == []
+
+
+def gc(older_than: float = 0.0) -> storage.Collected:
+    def referenced() -> set[str]:
+        with session_scope() as s:
+            return repo.stored_paths(s)
+
+    def is_referenced(relpath: str) -> bool:
+        with session_scope() as s:
+            return repo.stored_path_in_use(s, relpath)
+
+    return storage.collect_garbage(storage.FileStore(), referenced, is_referenced, older_than)
+
+
+# ------------------------------------------------------------------ two processes, one film
+
+HOLDER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from core.imaging import storage
+
+    store = storage.FileStore(Path(sys.argv[1]))
+    with storage.staged(store) as files:
+        relpath = files.put(Path(sys.argv[2]).read_bytes(), storage.ORIGINALS, ".png")
+        print("holding", relpath, flush=True)
+        sys.stdin.readline()  # the test says when this save "commits"
+        print("exists" if store.exists(relpath) else "missing", flush=True)
+    """
+)
+
+
+def test_a_failed_save_never_removes_a_file_that_another_process_is_saving(tmp_path: Path) -> None:
+    """Process A writes a film's file; process B reuses it for its own save; A's insert fails and A cleans up:
+    the file must still be there when B commits (before the cross-process locks it was deleted)."""
+    store = storage.FileStore(tmp_path / "data")
+    sample = PNGS[0]
+    holder: subprocess.Popen[str] | None = None
+    with pytest.raises(Boom), storage.staged(store, still_needed=lambda _relpath: False) as files:
+        relpath = files.put(sample.read_bytes(), storage.ORIGINALS, ".png")
+        assert files.created == [relpath]
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(store.root), str(sample)],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert holder.stdout is not None and holder.stdout.readline().split() == ["holding", relpath]
+        raise Boom  # A's transaction fails after B took the file
+    assert holder is not None and holder.stdin is not None and holder.stdout is not None
+    assert store.exists(relpath)
+    holder.stdin.write("\n")
+    holder.stdin.flush()
+    assert holder.stdout.readline().strip() == "exists"
+    assert holder.wait(timeout=60) == 0
+
+    # Nobody references it now: the collector removes it (with nobody holding it, A's cleanup would have).
+    done = storage.collect_garbage(store, set, lambda _relpath: False, older_than_minutes=0)
+    assert done.removed == (relpath,) and not store.exists(relpath)
+
+
+def test_the_collector_keeps_referenced_young_and_busy_files(tmp_path: Path) -> None:
+    store = storage.FileStore(tmp_path / "data")
+    keep = store.put(b"referenced", storage.RENDERS, ".jpg").relpath
+    orphan = store.put(b"orphan", storage.RENDERS, ".jpg").relpath
+    busy = store.put(b"busy", storage.RENDERS, ".jpg").relpath
+    tmp = store.root / storage.RENDERS / f"{storage.TMP_PREFIX}deadbeef"
+    tmp.write_bytes(b"half a file")
+    with storage.FileLocks(store) as other:  # another save holds `busy`
+        other.share(busy)
+        young = storage.collect_garbage(store, lambda: {keep}, lambda r: r == keep, older_than_minutes=60)
+        assert young.removed == () and young.kept_young == 4
+        dry = storage.collect_garbage(store, lambda: {keep}, lambda r: r == keep, 0, dry_run=True)
+        assert set(dry.removed) == {orphan} and dry.kept_busy in (0, 1) and store.exists(orphan)
+        done = storage.collect_garbage(store, lambda: {keep}, lambda r: r == keep, older_than_minutes=0)
+    assert done.removed == (orphan,) and done.temporary == (f"{storage.RENDERS}/{tmp.name}",)
+    assert store.exists(keep) and store.exists(busy) and not tmp.exists()
+
+
+# ------------------------------------------------------------------ kill -9 in the middle of a save
+
+KILLED_MID_SAVE = textwrap.dedent(
+    """
+    import sys, time
+    from core.auth import find_active_user
+    from core.xray import diagnosis
+    from db import repository as repo
+
+    def stuck(*args, **kwargs):  # the files are written, the rows not yet
+        print("files written", flush=True)
+        time.sleep(600)
+
+    repo.add_study = stuck
+    actor = find_active_user(sys.argv[3])
+    diagnosis.diagnose_upload(sys.argv[1], open(sys.argv[2], "rb").read(), "film.png", actor)
+    """
+)
+
+
+def test_kill_9_between_files_and_rows_leaves_nothing_referenced_and_gc_cleans_up(
+    make_patient: Callable[..., PatientRecord],
+    make_user: Callable[..., TestAccount],
+    doctor: AuthenticatedUser,
+) -> None:
+    make_patient("ED-KILL")
+    account = make_user("crash.test")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_MID_SAVE, "ED-KILL", str(PNG), account.username],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "files written"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    root = get_settings().data_dir
+    assert counts() == (0, 0)
+    orphans = film_files(root)
+    assert orphans, "the killed save had written its files"
+    references_resolve()
+    done = gc()
+    assert sorted(done.removed) == orphans and film_files(root) == []
+
+    view = dx.diagnose_upload("ED-KILL", PNG.read_bytes(), PNG.name, doctor)  # the film can be saved again
+    assert counts() == (1, 1) and not view.duplicate
+    references_resolve()
+
+
+# ------------------------------------------------------------------ full disk, read-only disk
+
+
+@pytest.fixture
+def mount_tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """``mount("size=64k")``: a fresh tmpfs under tmp_path (needs root; skips with the reason otherwise)."""
+    mounted: list[Path] = []
+
+    def mount(options: str) -> Path:
+        point = tmp_path / f"disk{len(mounted)}"
+        point.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'mount failed'}): needs root")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [("size=96k", "the server's disk is full"), ("size=1m,ro", "the server's data folder is read-only")],
+    ids=["disk-full", "read-only"],
+)
+def test_a_save_on_a_full_or_read_only_disk_saves_nothing_and_says_why(
+    options: str,
+    expected: str,
+    mount_tmpfs: Callable[[str], Path],
+    configure: Callable[..., None],
+    make_patient: Callable[..., PatientRecord],
+    doctor: AuthenticatedUser,
+) -> None:
+    make_patient("ED-DISK")
+    disk = mount_tmpfs(options)
+    configure(data_dir=disk)
+    with pytest.raises(OSError) as caught:
+        dx.diagnose_upload("ED-DISK", PNG.read_bytes(), PNG.name, doctor)
+    assert failures.reason(caught.value) == expected
+    message = failures.describe(caught.value, "The X-ray could not be saved")
+    assert message is not None and "Nothing was saved" in message and str(disk) not in message
+    assert counts() == (0, 0)
+    assert [p for p in film_files(disk) if not Path(p).name.startswith(storage.TMP_PREFIX)] == []
+
+
+def test_the_cli_reports_a_full_disk_per_file_and_goes_on(
+    mount_tmpfs: Callable[[str], Path],
+    make_patient: Callable[..., PatientRecord],
+    make_user: Callable[..., TestAccount],
+) -> None:
+    make_patient("ED-CLI")
+    account = make_user("import.test")
+    disk = mount_tmpfs("size=96k")
+    env = {**os.environ, "CXR_DATA_DIR": str(disk), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    args = [sys.executable, "-m", "core", "diagnose", str(PNGS[0]), str(PNGS[1]), "--patient", "ED-CLI"]
+    done = subprocess.run(
+        [*args, "--user", account.username], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    lines = done.stdout.strip().splitlines()
+    assert done.returncode == 1, done.stderr
+    assert len(lines) == 2 and all(
+        "refused (storage): Not saved: the server's disk is full" in x for x in lines
+    )
+    assert "Traceback" not in done.stderr + done.stdout
+    assert counts() == (0, 0)
+
+
+# ------------------------------------------------------------------ the database down or locked
+
+
+def test_the_cli_says_the_database_is_down_and_exits_2(tmp_path: Path) -> None:
+    env = {**os.environ, "CXR_DATABASE_URL": CLOSED_PORT_URL, "CXR_VAR_DIR": str(tmp_path)}
+    args = [sys.executable, "-m", "core", "diagnose", str(PNG), "--patient", "ED-1", "--user", "nobody"]
+    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("error: the database cannot be reached.")
+    assert "Traceback" not in done.stderr and "127.0.0.1" not in done.stderr and "SELECT" not in done.stderr
+
+
+def test_a_locked_sqlite_database_fails_plainly_and_leaks_no_typed_text(
+    make_patient: Callable[..., PatientRecord],
+    doctor: AuthenticatedUser,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = get_settings().sqlalchemy_url
+    if not url.startswith("sqlite"):
+        pytest.skip("PostgreSQL has row locks, not a whole-database lock; its down case is tested above")
+    make_patient("ED-LOCK")
+    secret = "Confidential: patient disclosed HIV status"
+    other = create_engine(url)
+    with other.connect() as conn:
+        conn.exec_driver_sql("BEGIN EXCLUSIVE")
+        with pytest.raises(OperationalError) as caught:
+            add_visit("ED-LOCK", VisitInput(date.today(), secret, ""), doctor)
+        conn.exec_driver_sql("ROLLBACK")
+    other.dispose()
+    assert failures.reason(caught.value) == "the database is busy (another program holds a lock on it)"
+    assert secret not in str(caught.value) and secret not in caplog.text
+    add_visit("ED-LOCK", VisitInput(date.today(), "Cough", ""), doctor)  # once the lock is gone, it saves
+
+
+# ------------------------------------------------------------------ the dashboard
+
+
+def test_the_dashboard_says_the_database_is_down_without_a_traceback(configure: Callable[..., None]) -> None:
+    configure(database_url=CLOSED_PORT_URL)
+    dispose_engines()
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    [error] = [e.value for e in at.error]
+    assert error.startswith("The patient database cannot be reached (the database cannot be reached)")
+    assert "127.0.0.1" not in error and "psycopg" not in error
+
+
+def test_a_bug_in_a_page_is_a_sentence_with_a_reference_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, make_user: Callable[..., TestAccount]
+) -> None:
+    account = make_user("bug.test")
+    at = login(account)
+    monkeypatch.setenv("CXR_RERAISE_ERRORS", "0")
+
+    def broken(_query: str) -> list[object]:
+        raise KeyError("/srv/cxr/secret/path.py line 12")
+
+    monkeypatch.setattr("ui.session.search_patients", broken)
+    at.text_input(key="search_query").set_value("ED-1")
+    at.button(key="FormSubmitter:patient_search-Search").click().run()
+    assert not at.exception
+    [error] = [e.value for e in at.error]
+    assert error.startswith("Something went wrong on the server (reference ")
+    assert "/srv/cxr" not in error
+
+
+def test_a_full_disk_while_saving_from_a_page_is_a_plain_sentence(
+    monkeypatch: pytest.MonkeyPatch, make_user: Callable[..., TestAccount]
+) -> None:
+    account = make_user("disk.test")
+    at = login(account)
+
+    def full(_query: str) -> list[object]:
+        raise OSError(28, "No space left on device", "/var/lib/cxr/data/originals/ab/cd.png")
+
+    monkeypatch.setattr("ui.session.search_patients", full)
+    at.text_input(key="search_query").set_value("ED-1")
+    at.button(key="FormSubmitter:patient_search-Search").click().run()
+    assert not at.exception
+    [error] = [e.value for e in at.error]
+    assert "the server's disk is full. Nothing was saved." in error and "/var/lib" not in error
+
+
+@pytest.mark.usefixtures("database")
+def test_sqlalchemy_errors_carry_no_parameters() -> None:
+    from db.session import get_engine
+
+    engine = get_engine()
+    with pytest.raises(Exception) as caught, engine.connect() as conn:
+        conn.execute(text("SELECT * FROM no_such_table WHERE x = :secret"), {"secret": "Top secret note"})
+    assert "Top secret note" not in str(caught.value)
