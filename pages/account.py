@@ -34,6 +34,6 @@ if submitted:
             for message in exc.errors.values():
                 st.error(message, icon=":material/error:")
         except AppError as exc:
-            st.error(str(exc), icon=":material/error:")
+            st.error(fmt.md(str(exc)), icon=":material/error:")
         else:
             st.success("Your password was changed.", icon=":material/check_circle:")

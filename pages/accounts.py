@@ -29,7 +29,7 @@ def _run(action: str, done: str, do: Callable[[], object]) -> None:
         for message in exc.errors.values():
             st.error(message, icon=":material/error:")
     except AppError as exc:
-        st.error(f"{action}: {exc}", icon=":material/error:")
+        st.error(f"{action}: {fmt.md(str(exc))}", icon=":material/error:")
     else:
         session.flash(done)
         st.rerun()

@@ -52,7 +52,7 @@ try:
         offset=page_no * PAGE_SIZE,
     )
 except PermissionDenied as exc:
-    st.error(str(exc), icon=":material/block:")
+    st.error(fmt.md(str(exc)), icon=":material/block:")
     st.stop()
 
 

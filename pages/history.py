@@ -18,7 +18,7 @@ try:
     record = session.current_record(patient_id, user)
     studies = diagnosis.patient_history(record.patient_id, actor=user)
 except NotFound as exc:
-    st.error(str(exc), icon=":material/person_off:")
+    st.error(fmt.md(str(exc)), icon=":material/person_off:")
     st.stop()
 d = record.demographics
 st.title("Imaging history", anchor=False)

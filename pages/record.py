@@ -20,7 +20,7 @@ if not patient_id:
 try:
     record = session.current_record(patient_id, user)
 except NotFound as exc:
-    st.error(str(exc), icon=":material/person_off:")
+    st.error(fmt.md(str(exc)), icon=":material/person_off:")
     st.page_link(session.PATIENTS_PAGE, label="Find a patient", icon=":material/search:")
     st.stop()
 d = record.demographics

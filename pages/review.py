@@ -20,7 +20,7 @@ try:
     state = views.current_state(study_id, user)
 except NotFound as exc:
     st.session_state.pop(session.STUDY_ID, None)
-    st.error(str(exc), icon=":material/error:")
+    st.error(fmt.md(str(exc)), icon=":material/error:")
     st.stop()
 
 head, links = st.columns([3, 2], vertical_alignment="bottom")

@@ -59,7 +59,7 @@ if user.is_admin:
                 manifest = export.export_reviewed(export.default_export_dir(), user)
                 st.session_state[EXPORT] = str(export.zip_export(manifest.out_dir))
             except AppError as exc:
-                st.error(str(exc), icon=":material/error:")
+                st.error(fmt.md(str(exc)), icon=":material/error:")
             else:
                 skipped = f", {len(manifest.skipped)} left out" if manifest.skipped else ""
                 st.success(

@@ -23,7 +23,7 @@ if not patient_id:
 try:
     record = session.current_record(patient_id, user)
 except NotFound as exc:
-    st.error(str(exc), icon=":material/person_off:")
+    st.error(fmt.md(str(exc)), icon=":material/person_off:")
     st.stop()
 d = record.demographics
 head, links = st.columns([3, 2], vertical_alignment="bottom")
@@ -43,7 +43,7 @@ try:
     view = xray_views.current_view(study_id, user)
 except NotFound as exc:
     st.session_state.pop(session.STUDY_ID, None)
-    st.error(str(exc), icon=":material/error:")
+    st.error(fmt.md(str(exc)), icon=":material/error:")
     st.stop()
 if view.patient_id != record.patient_id:  # a study of the previously selected patient
     st.session_state.pop(session.STUDY_ID, None)

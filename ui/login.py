@@ -6,7 +6,7 @@ import streamlit as st
 
 from core import auth
 from core.errors import AuthError
-from ui import session
+from ui import fmt, session
 
 
 def login_form() -> None:
@@ -26,7 +26,7 @@ def login_form() -> None:
             try:
                 user = auth.authenticate(username, password)
             except AuthError as exc:  # wrong password, unknown user, locked: the message says which applies
-                st.error(str(exc), icon=":material/lock:")
+                st.error(fmt.md(str(exc)), icon=":material/lock:")
             else:
                 session.sign_in(user)
                 st.rerun()
