@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "corrections": "core.cli.corrections",
     "users": "core.cli.accounts",
     "storage": "core.cli.storage",
+    "report": "core.cli.report",
 }
 
 

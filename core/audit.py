@@ -65,6 +65,7 @@ ACTIONS: tuple[str, ...] = (
     "upload_refused",
     "audit_read",
     "storage_gc",
+    "report",
 )
 
 _MAX_LIMIT = 1000

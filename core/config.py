@@ -55,6 +55,8 @@ class Settings:
     max_image_pixels: int = 50_000_000
     # key of the export's patient_key HMAC; empty: a secret generated once in var_dir/site-secret (0600)
     site_secret: str = ""
+    # the deployment's name, printed on reports
+    site_name: str = "Emergency Department"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -75,6 +77,7 @@ class Settings:
             max_upload_mb=_env_int("CXR_MAX_UPLOAD_MB", 50, minimum=1),
             max_image_pixels=_env_int("CXR_MAX_IMAGE_PIXELS", 50_000_000, minimum=1),
             site_secret=os.environ.get("CXR_SITE_SECRET", ""),
+            site_name=os.environ.get("CXR_SITE_NAME", "").strip()[:80] or "Emergency Department",
         )
         if not settings.database_url.startswith(("sqlite", "postgresql")):
             raise SettingsError(

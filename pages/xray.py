@@ -49,4 +49,4 @@ if view.patient_id != record.patient_id:  # a study of the previously selected p
     st.session_state.pop(session.STUDY_ID, None)
     st.rerun()
 st.divider()
-xray_views.result(view)
+xray_views.result(view, user)

@@ -9,6 +9,7 @@ triage order. Uses the active models of the models directory, like the app. Set
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -144,6 +145,16 @@ def test_upload_png_and_dicom_then_history_and_worklist(server: Server, page, tm
     else:
         expect(page.get_by_text("No detector model is active")).to_be_visible()
     _screenshot(page, tmp_path, "cxr_xray_result.png")
+
+    # The report: made when the button is clicked, a one-page PDF of this film.
+    with page.expect_download(timeout=STEP_MS) as download:
+        page.get_by_role("button", name="Report (PDF)").click()
+    pdf = Path(download.value.path()).read_bytes()
+    assert pdf.startswith(b"%PDF") and download.value.suggested_filename.endswith(".pdf")
+    from pypdf import PdfReader
+
+    report_text = PdfReader(io.BytesIO(pdf)).pages[0].extract_text()
+    assert PATIENT_ID in report_text and "Decision aid, not a diagnosis" in report_text
 
     # A normal sample (NIH "No Finding", a test-split film the model reads as likely normal): routine.
     page.locator("input[type=file]").set_input_files(str(ROUTINE_PNG))

@@ -23,7 +23,7 @@ from core.records import PatientRecord
 from core.xray import diagnosis
 from core.xray.diagnosis import DiagnosisView
 from core.xray.stored import FindingRead
-from ui import fmt, session
+from ui import fmt, handoff_views, session
 
 VIEW = "xr.view"  # the DiagnosisView on show (a frozen DTO), refetched when another study is opened
 UPLOADS = "xr.uploads"  # file_id of each upload of this session -> its outcome, so a rerun never redoes one
@@ -148,8 +148,9 @@ def film(path: Path, key: str, aspect: float = 1.0) -> None:
     st.plotly_chart(figure, key=key, config={"scrollZoom": True, "displaylogo": False})
 
 
-def result(view: DiagnosisView) -> None:
-    """The models' read of one study: triage, findings, boxes, heat map, versions."""
+def result(view: DiagnosisView, user: AuthenticatedUser | None = None) -> None:
+    """The models' read of one study: triage, findings, boxes, heat map, versions (and, for a signed-in
+    ``user``, the report downloads)."""
     badges, review = st.columns([5, 1], vertical_alignment="center")
     badges.markdown(
         f"{triage_badge(view.triage_level, view.uncertain)} {status_badge(view.status)} "
@@ -188,6 +189,8 @@ def result(view: DiagnosisView) -> None:
         st.caption(
             f"Models: {fmt.md(versions)} · scope score {view.scope_score:.2f} (limit {view.scope_limit:.2f})"
         )
+        if user is not None:
+            handoff_views.report_buttons(view, user)
     with image_col:
         shown = view.image_path
         names = [
