@@ -31,7 +31,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from db.base import Base, JSONDocument, UTCDateTime, code_string, utcnow
 
-ROLES: tuple[str, ...] = ("doctor", "admin")
+ROLES: tuple[str, ...] = ("doctor", "admin", "ambulance")  # ambulance: a crew with a portable X-ray
 SEXES: tuple[str, ...] = ("female", "male", "other", "unknown")
 ALLERGY_KINDS: tuple[str, ...] = ("drug", "food", "other")
 SEVERITIES: tuple[str, ...] = ("mild", "moderate", "severe", "life-threatening")
@@ -89,7 +89,7 @@ def _in(column: str, values: tuple[str, ...]) -> str:
 
 
 class User(Base):
-    """A person who can log in (doctor or admin)."""
+    """A person who can log in (doctor, admin or ambulance crew), working for a site or none."""
 
     __tablename__ = "users"
     __table_args__ = (CheckConstraint(_in("role", ROLES), name="role"),)
@@ -98,12 +98,87 @@ class User(Base):
     username: Mapped[str] = mapped_column(code_string(LIMITS["username"]), unique=True)
     full_name: Mapped[str] = mapped_column(String(LIMITS["full_name"]))
     role: Mapped[str] = mapped_column(String(16))
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id", ondelete="SET NULL"))  # revision 0009
     password_hash: Mapped[str] = mapped_column(String(LIMITS["password_hash"]))
     failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    version: Mapped[int] = mapped_column(Integer)
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+SITE_KINDS: tuple[str, ...] = ("ed", "ambulance")  # ed: receives referrals; ambulance: a crew's base
+REFERRAL_STATUSES: tuple[str, ...] = ("open", "accepted", "declined")
+TARGET_STATUSES: tuple[str, ...] = ("pending", "accepted", "declined", "closed")
+
+
+class Site(Base):
+    """An emergency department or ambulance base of the deployment (revision 0009), synced from
+    ``config/sites.toml`` by ``core.referral.sites``; never deleted (referrals name it), only deactivated."""
+
+    __tablename__ = "sites"
+    __table_args__ = (CheckConstraint(_in("kind", SITE_KINDS), name="kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+    capabilities: Mapped[list[str]] = mapped_column(JSONDocument)
+    fhir_url: Mapped[str | None] = mapped_column(String(500))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    version: Mapped[int] = mapped_column(Integer)
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class Referral(Base):
+    """A film sent by a crew to up to three departments (revision 0009); ``status`` leaves ``open`` once, by
+    the first acceptance (a guarded UPDATE in ``core.referral.service``) or when every department declined."""
+
+    __tablename__ = "referrals"
+    __table_args__ = (CheckConstraint(_in("status", REFERRAL_STATUSES), name="status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="RESTRICT"), index=True)
+    created_by: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    from_site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"))
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+    note: Mapped[str] = mapped_column(String(2000), default="")
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    accepted_site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    version: Mapped[int] = mapped_column(Integer)
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class ReferralTarget(Base):
+    """One department a referral went to: its rank and the rule's reasons, and its answer (revision 0009)."""
+
+    __tablename__ = "referral_targets"
+    __table_args__ = (
+        CheckConstraint(_in("status", TARGET_STATUSES), name="status"),
+        UniqueConstraint("referral_id", "site_id", name="uq_referral_targets_referral_site"),
+        Index("ix_referral_targets_site_status", "site_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    referral_id: Mapped[int] = mapped_column(ForeignKey("referrals.id", ondelete="CASCADE"))
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    rank: Mapped[int] = mapped_column(Integer)
+    distance_km: Mapped[float] = mapped_column(Float)
+    reasons: Mapped[str] = mapped_column(String(1000), default="")
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    answered_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    answer_reason: Mapped[str] = mapped_column(String(1000), default="")
     version: Mapped[int] = mapped_column(Integer)
 
     __mapper_args__ = {"version_id_col": version}
@@ -367,3 +442,23 @@ class Correction(Base):
     status: Mapped[str] = mapped_column(String(16))
     created_by: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class WebSession(Base):
+    """One signed-in browser (revision 0008): the SHA-256 of the random token its HttpOnly cookie holds.
+
+    ``last_seen_at`` drives the idle timeout, ``expires_at`` caps the session's whole life, ``revoked_at``
+    is set on logout, idle expiry or an administrator's "sign out everywhere" (core.web_sessions).
+    """
+
+    __tablename__ = "web_sessions"
+    __table_args__ = (Index("ix_web_sessions_user_revoked", "user_id", "revoked_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    client: Mapped[str | None] = mapped_column(String(LIMITS["audit_client"]))

@@ -1,4 +1,4 @@
-"""``python -m core users list|unlock|deactivate|activate|reset-password``: account management.
+"""``python -m core users list|unlock|deactivate|activate|reset-password|revoke-sessions``: account management.
 
 Run by whoever can run commands on the server, and audited as ``cli:<os user>`` (with ``cli:<os user>@<host>``
 in the audit's client column). No dashboard password is asked on purpose: anyone who can run this command can
@@ -43,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     reset.add_argument("username")
     reset.add_argument("--password-stdin", action="store_true", help="read it from the first line of stdin")
     reset.set_defaults(func=run_reset)
+    revoke = actions.add_parser("revoke-sessions", help="sign an account out of every browser now")
+    revoke.add_argument("username")
+    revoke.set_defaults(func=run_revoke)
 
 
 def _actor() -> Actor:
@@ -105,4 +108,17 @@ def run_reset(args: argparse.Namespace) -> int:
     except AppError as exc:
         return _fail(exc)
     print(f"New password set for {args.username.strip().lower()}; any lock is cleared.")
+    return 0
+
+
+def run_revoke(args: argparse.Namespace) -> int:
+    """Sign an account out everywhere (core.web_sessions.revoke_user)."""
+    from core import web_sessions
+    from core.errors import AppError
+
+    try:
+        count = web_sessions.revoke_user(args.username, _actor())
+    except AppError as exc:
+        return _fail(exc)
+    print(f"{args.username.strip().lower()}: {count} session(s) signed out.")
     return 0
