@@ -31,7 +31,8 @@ from db import repository as repo
 from db.session import dispose_engines, session_scope
 from tests.support.apptest import APP, TIMEOUT, login
 from tests.support.db import TestAccount
-from tests.support.xray_samples import PNG, PNGS
+from tests.support.xray_samples import PNG, PNGS, png_variant
+from ui.session import RECORD_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 CLOSED_PORT_URL = "postgresql+psycopg://postgres@127.0.0.1:1/test"
@@ -359,3 +360,161 @@ def test_sqlalchemy_errors_carry_no_parameters() -> None:
     with pytest.raises(Exception) as caught, engine.connect() as conn:
         conn.execute(text("SELECT * FROM no_such_table WHERE x = :secret"), {"secret": "Top secret note"})
     assert "Top secret note" not in str(caught.value)
+
+
+# ------------------------------------------------------------------ two processes, one film, the whole save path
+
+RACER = textwrap.dedent(
+    """
+    import sys
+    from sqlalchemy.exc import OperationalError
+    from core.auth import find_active_user
+    from core.xray import diagnosis
+    from db import repository as repo
+
+    patient, film, user, role, mode = sys.argv[1:6]
+    add_study = repo.add_study
+
+    def insert(*args, **kwargs):  # the film's files are written or reused; the rows come now
+        if mode == "steered":
+            print("in insert", flush=True)
+            sys.stdin.readline()  # the test says when to go on
+        if role == "fail":
+            raise OperationalError("INSERT INTO studies", {}, Exception("database is locked"))
+        return add_study(*args, **kwargs)
+
+    repo.add_study = insert
+    actor = find_active_user(user)
+    try:
+        view = diagnosis.diagnose_upload(patient, open(film, "rb").read(), "film.png", actor)
+    except OperationalError:
+        print("failed", flush=True)
+        sys.exit(3)
+    print("saved", view.study_id, flush=True)
+    """
+)
+
+
+def _racer(role: str, patient: str, film: Path, user: str, mode: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", RACER, patient, str(film), user, role, mode],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+
+
+def _said(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    return proc.stdout.readline().strip()
+
+
+def _go(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+
+
+@pytest.mark.slow
+def test_two_processes_saving_one_film_while_one_insert_fails_never_lose_its_files(
+    tmp_path: Path, make_patient: Callable[..., PatientRecord], make_user: Callable[..., TestAccount]
+) -> None:
+    """The reproduction of issue 13 item 2 through the real save path: process F writes a film's files and
+    its insert fails; process S uploads the same film (another patient: the same content-addressed files) and
+    commits. Round 1 is steered into the bad order (S reuses F's files, F fails and cleans up, then S
+    commits); rounds 2-4 run both at once, unsteered. After each: S's study is saved, every path a row refers
+    to is a file, and the garbage collector then finds nothing of S's to remove."""
+    account = make_user("race.test")
+    for n in range(1, 5):
+        make_patient(f"ED-F{n}")
+        make_patient(f"ED-S{n}")
+        film = tmp_path / f"film{n}.png"
+        film.write_bytes(png_variant(1000 + n))  # a new film each round: nothing to reuse from before
+        if n == 1:
+            failing = _racer("fail", "ED-F1", film, account.username, "steered")
+            assert _said(failing) == "in insert"  # F's files are written
+            saving = _racer("save", "ED-S1", film, account.username, "steered")
+            assert _said(saving) == "in insert"  # S reused them (same sha256, same paths)
+            _go(failing)
+            assert _said(failing) == "failed" and failing.wait(timeout=120) == 3
+            _go(saving)
+        else:
+            failing = _racer("fail", f"ED-F{n}", film, account.username, "free")
+            saving = _racer("save", f"ED-S{n}", film, account.username, "free")
+            assert _said(failing) == "failed" and failing.wait(timeout=120) == 3
+        said = _said(saving).split()
+        assert said[0] == "saved" and saving.wait(timeout=120) == 0
+        references_resolve()
+        with session_scope() as s:
+            study = s.get(models.Study, int(said[1]))
+            assert study is not None and study.file_path
+            mine = {study.file_path, study.preview_path, study.thumbnail_path}
+        assert not mine & set(gc().removed)
+        references_resolve()
+    assert counts() == (4, 4)
+
+
+# ------------------------------------------------------------------ a full disk, injected (any machine)
+
+
+def test_an_injected_full_disk_on_the_second_file_removes_the_first_and_the_temporary_one(
+    monkeypatch: pytest.MonkeyPatch,
+    make_patient: Callable[..., PatientRecord],
+    doctor: AuthenticatedUser,
+) -> None:
+    """ENOSPC raised by fsync (where network and quota file systems report it) while the preview is being
+    written, after the original was stored: both are gone, no ``.tmp-`` file stays, no row was written, and
+    the person is told the disk is full. Runs where a tmpfs cannot be mounted, too."""
+    make_patient("ED-ENOSPC")
+    real_fsync = os.fsync
+    written: list[int] = []
+
+    def fsync(fd: int) -> None:
+        if os.path.isdir(f"/proc/self/fd/{fd}") or not written:  # the folder, or the first (original) file
+            written.append(fd)
+            return real_fsync(fd)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(storage.os, "fsync", fsync)
+    with pytest.raises(OSError) as caught:
+        dx.diagnose_upload("ED-ENOSPC", PNG.read_bytes(), PNG.name, doctor)
+    monkeypatch.undo()
+    assert failures.reason(caught.value) == "the server's disk is full"
+    assert written, "the original was written before the disk filled up"
+    assert counts() == (0, 0) and film_files(get_settings().data_dir) == []
+
+
+# ------------------------------------------------------------------ the page keeps what was typed
+
+
+def test_a_locked_database_on_the_record_page_is_a_sentence_and_keeps_the_typed_visit(
+    make_patient: Callable[..., PatientRecord], make_user: Callable[..., TestAccount]
+) -> None:
+    url = get_settings().sqlalchemy_url
+    if not url.startswith("sqlite"):
+        pytest.skip("PostgreSQL has row locks, not a whole-database lock")
+    make_patient("ED-TYPED")
+    at = login(make_user("typed.test"))
+    at.text_input(key="search_query").set_value("ED-TYPED")
+    at.button(key="FormSubmitter:patient_search-Search").click().run()
+    at.button(key="open.ED-TYPED").click().run()
+    assert not at.exception, at.exception
+    form = f"{RECORD_KEYS}visit.add"
+    reason_key, notes_key = f"{form}.reason", f"{form}.notes"
+    secret = "Patient disclosed HIV status; partner not informed"
+    at.text_input(key=reason_key).set_value("Chest pain")
+    at.text_area(key=notes_key).set_value(secret)
+    other = create_engine(url)
+    with other.connect() as conn:
+        conn.exec_driver_sql("BEGIN EXCLUSIVE")
+        at.button(key=f"FormSubmitter:{form}.form-Add visit").click().run()
+        conn.exec_driver_sql("ROLLBACK")
+    other.dispose()
+    assert not at.exception, at.exception
+    shown = " ".join(e.value for e in at.error)
+    assert "the database is busy" in shown and "Nothing was saved" in shown, shown
+    assert secret not in shown and "INSERT" not in shown and "Traceback" not in shown
+    assert at.text_input(key=reason_key).value == "Chest pain"  # what the doctor typed is still there
+    assert at.text_area(key=notes_key).value == secret
