@@ -24,6 +24,12 @@ before) writes it again. Processes killed mid-save (kill -9, power cut) release 
 their files stay unreferenced and ``storage gc`` removes them once older than its age limit.
 On a shared network file system Linux maps ``flock`` onto the server's byte-range locks (NFSv4, or v3 with
 lockd); there two threads of one process do not exclude each other, which ``save_lock`` covers.
+
+Hosts whose share keeps locks local (NFS ``local_lock``/``nolock``, many SMB or FUSE mounts) would not see each
+other's ``flock``s; with PostgreSQL the same locks are also taken on the database server (``remote``, see
+``db.locks``: advisory locks keyed by the path's sha256), which every host shares. A removal needs both
+exclusive locks; a save holds both shared ones. (SQLite's file cannot be shared between hosts, so there every
+writer is on one host and ``flock`` suffices.) This module never imports ``db``: the services pass ``remote``.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from core.config import get_settings
 
@@ -176,15 +183,37 @@ class FileStore:
         return path
 
 
+class HostLocks(Protocol):
+    """Locks on stored paths that every host sharing the data directory sees (``db.locks.AdvisoryLocks``)."""
+
+    def share(self, relpath: str) -> None: ...
+
+    def try_exclusive(self, relpath: str) -> bool: ...
+
+    def release(self) -> None: ...
+
+
 class FileLocks:
-    """Shared and exclusive ``flock``s on the 256 lock files of a store (see the module docstring).
+    """Shared and exclusive ``flock``s on the 256 lock files of a store (see the module docstring), and the
+    same locks through ``remote`` (made at the first lock) when the services give one.
 
     One object belongs to one action (one thread); :meth:`release` (or leaving a ``with``) drops them all.
     """
 
-    def __init__(self, store: FileStore) -> None:
+    def __init__(self, store: FileStore, remote: Callable[[], HostLocks | None] | None = None) -> None:
         self.store = store
         self._held: dict[str, tuple[int, int]] = {}  # lock file name -> (descriptor, LOCK_SH or LOCK_EX)
+        self._remote_factory = remote
+        self._remote: HostLocks | None = None
+        self._remote_shared: set[str] = set()
+        self._remote_exclusive: set[str] = set()
+
+    def _host(self) -> HostLocks | None:
+        if self._remote is None and self._remote_factory is not None:
+            self._remote = self._remote_factory()
+            if self._remote is None:  # no host-wide locks for this database (SQLite)
+                self._remote_factory = None
+        return self._remote
 
     def _name(self, relpath: str) -> str:
         return f"{sha256_hex(relpath.encode())[:2]}.lock"
@@ -200,14 +229,31 @@ class FileLocks:
     def share(self, relpath: str) -> None:
         """Wait for, then hold, the shared lock of ``relpath`` (no-op when this object holds it already)."""
         name = self._name(relpath)
-        if name in self._held:
-            return
-        fd = self._fd(name)
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        self._held[name] = (fd, fcntl.LOCK_SH)
+        if name not in self._held:
+            fd = self._fd(name)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            self._held[name] = (fd, fcntl.LOCK_SH)
+        host = self._host()
+        if host is not None and relpath not in self._remote_shared:
+            host.share(relpath)
+            self._remote_shared.add(relpath)
 
     def try_exclusive(self, relpath: str) -> bool:
-        """Take the exclusive lock of ``relpath`` if nobody else holds its lock now; never waits."""
+        """Take the exclusive lock of ``relpath`` (here and on ``remote``) if nobody else holds it now;
+        never waits."""
+        if not self._try_local_exclusive(relpath):
+            return False
+        host = self._host()
+        if host is None or relpath in self._remote_exclusive:
+            return True
+        if not host.try_exclusive(relpath):  # a save on another host holds it: hold nothing here either
+            fd, _ = self._held.pop(self._name(relpath))
+            os.close(fd)
+            return False
+        self._remote_exclusive.add(relpath)
+        return True
+
+    def _try_local_exclusive(self, relpath: str) -> bool:
         name = self._name(relpath)
         held = self._held.get(name)
         if held is not None and held[1] == fcntl.LOCK_EX:
@@ -228,9 +274,17 @@ class FileLocks:
         return True
 
     def release(self) -> None:
-        for fd, _ in self._held.values():
-            os.close(fd)  # closing the descriptor drops its flock
-        self._held.clear()
+        """Drop every lock (the remote ones first: a local waiter then finds the remote ones free too)."""
+        host, self._remote = self._remote, None
+        self._remote_shared.clear()
+        self._remote_exclusive.clear()
+        try:
+            if host is not None:
+                host.release()
+        finally:
+            for fd, _ in self._held.values():
+                os.close(fd)  # closing the descriptor drops its flock
+            self._held.clear()
 
     def __enter__(self) -> FileLocks:
         return self
@@ -253,10 +307,11 @@ class StagedFiles:
     created: list[str] = field(default_factory=list)
     used: list[str] = field(default_factory=list)
     locks: FileLocks | None = None
+    remote: Callable[[], HostLocks | None] | None = None
 
     def __post_init__(self) -> None:
         if self.locks is None:
-            self.locks = FileLocks(self.store)
+            self.locks = FileLocks(self.store, self.remote)
 
     def put(self, data: bytes, kind: str, suffix: str, digest: str | None = None) -> str:
         """Store ``data`` (see :meth:`FileStore.put`) under its shared lock and return its relative path."""
@@ -297,9 +352,14 @@ class StagedFiles:
 
 
 @contextmanager
-def staged(store: FileStore, still_needed: Callable[[str], bool] | None = None) -> Iterator[StagedFiles]:
-    """``with staged(store) as files:`` — files created in the block are removed if the block raises."""
-    files = StagedFiles(store, still_needed)
+def staged(
+    store: FileStore,
+    still_needed: Callable[[str], bool] | None = None,
+    remote: Callable[[], HostLocks | None] | None = None,
+) -> Iterator[StagedFiles]:
+    """``with staged(store) as files:`` — files created in the block are removed if the block raises (only
+    those no other save holds, here or, through ``remote``, on another host)."""
+    files = StagedFiles(store, still_needed, remote=remote)
     try:
         yield files
     except BaseException:
@@ -333,20 +393,21 @@ def collect_garbage(
     is_referenced: Callable[[str], bool],
     older_than_minutes: float = 60.0,
     dry_run: bool = False,
+    remote: Callable[[], HostLocks | None] | None = None,
 ) -> Collected:
     """Remove files under ``originals/`` and ``renders/`` that no row references, and ``.tmp-`` files left
     by interrupted writes, once older than ``older_than_minutes``.
 
     Each removal takes the file's exclusive lock without waiting and asks ``is_referenced`` again under it,
-    so a file that a save in another process is about to reference is never removed (it is kept and counted
-    as busy). ``referenced()`` gives every path the database refers to (read once, for the first pass). ``cache/`` is left alone (renderings made on demand; delete it freely).
+    (and, through ``remote``, the database's), so a file that a save in another process or on another host
+    is about to reference is never removed (it is kept and counted as busy). ``referenced()`` gives every path the database refers to (read once, for the first pass). ``cache/`` is left alone (renderings made on demand; delete it freely).
     """
     now = time.time()
     removed: list[str] = []
     temporary: list[str] = []
     busy = young = freed = 0
     known = referenced()
-    with FileLocks(store) as locks:
+    with FileLocks(store, remote) as locks:
         for kind in (ORIGINALS, RENDERS):
             top = store.root / kind
             if not top.is_dir():
@@ -390,6 +451,7 @@ __all__ = [
     "LOCKS",
     "Collected",
     "FileLocks",
+    "HostLocks",
     "collect_garbage",
     "FILE_MODE",
     "ORIGINALS",
