@@ -41,6 +41,9 @@ CONDITION_STATUSES: tuple[str, ...] = ("active", "resolved")
 STUDY_STATUSES: tuple[str, ...] = ("new", "reviewed", "corrected")
 # What a doctor says about one finding in a correction.
 FINDING_LABELS: tuple[str, ...] = ("present", "absent", "uncertain")
+#: Who set a reading's label (revision 0007): the doctor, the doctor accepting the model's suggestion
+#: unchanged by an explicit action, or nobody (the model's suggestion left unset).
+LABEL_SOURCES: tuple[str, ...] = ("doctor", "accepted", "model")
 SOURCE_FORMATS: tuple[str, ...] = ("png", "jpeg", "dicom")
 # Most pressing first: the worklist sorts by this order (see core.ml.triage).
 TRIAGE_LEVELS: tuple[str, ...] = ("urgent", "priority", "routine")
@@ -73,6 +76,7 @@ LIMITS: dict[str, int] = {
     "model_version": 64,
     "triage_reason": 1000,
     "correction_note": 2000,
+    "amend_reason": 1000,
 }
 
 
@@ -424,11 +428,18 @@ class Correction(Base):
     (``studies.width`` x ``height``, the original image's pixels), labels from the detector's class list.
     ``reviewed`` says the doctor marked the study reviewed with this save (a draft does not);
     ``status`` is the study's status after this save.
+    Revision 0007: ``signed_at``/``signed_by`` mark a signed reading (the reader of record); a new signed
+    reading that replaces one names it in ``amends_id`` with an ``amend_reason``; ``label_sources`` maps each
+    finding to ``LABEL_SOURCES`` (who set the label; NULL on rows saved before 0007).
     """
 
     __tablename__ = "corrections"
     __table_args__ = (
         CheckConstraint(_in("status", STUDY_STATUSES), name="status"),
+        CheckConstraint("(signed_at IS NULL) = (signed_by IS NULL)", name="signed_pair"),
+        CheckConstraint(
+            "amends_id IS NULL OR (amend_reason IS NOT NULL AND amend_reason <> '')", name="amend_reason"
+        ),
         Index("ix_corrections_study", "study_id", "id"),
     )
 
@@ -442,6 +453,11 @@ class Correction(Base):
     status: Mapped[str] = mapped_column(String(16))
     created_by: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    signed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    signed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    amends_id: Mapped[int | None] = mapped_column(ForeignKey("corrections.id", ondelete="SET NULL"))
+    amend_reason: Mapped[str | None] = mapped_column(String(LIMITS["amend_reason"]))
+    label_sources: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
 
 
 class WebSession(Base):
