@@ -16,7 +16,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 run: setup
 	$(PY) -m core db upgrade
 	$(PY) -m core seed --if-empty
-	$(VENV)/bin/streamlit run app.py
+	$(VENV)/bin/streamlit run serve.py
 
 # Debian's chromium drives the browser tests (Playwright never downloads a browser here).
 browser:

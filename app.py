@@ -1,6 +1,7 @@
 """Dashboard entry point: logging, page config, the login gate and the role-aware navigation — nothing else.
 
-Run with ``streamlit run app.py`` (``make run`` migrates and seeds first).
+Served by ``serve.py`` (``streamlit run serve.py``; ``make run`` migrates and seeds first), which adds the session
+cookie routes and loads the models at start.
 """
 
 from __future__ import annotations
@@ -39,15 +40,19 @@ if user is None:
     # Every page stays registered (hidden), so a bookmarked URL shows the login form rather than
     # "page not found", and opens the requested page once the login succeeds.
     st.navigation([*clinical, *admin_only], position="hidden")
+    session.clear_cookie()  # after a logout: the browser drops its (revoked) cookie
     login_form()
     st.stop()
 
+session.set_cookie()  # after a login: the HttpOnly session cookie, so F5, a second tab and links stay signed in
 page = st.navigation([*clinical, *admin_only] if user.is_admin else clinical)
+# ?patient=..&study=.. opens that patient or film (after the login too), and the URL follows what is on show
+session.follow_link(next((path for path, p in pages.items() if p is page or p.url_path == page.url_path), ""))
 with st.sidebar:
     st.markdown(f"**{fmt.md(user.full_name or user.username)}**  \n:gray[{user.username} · {user.role}]")
     st.page_link(ACCOUNT_PAGE, label="My account", icon=":material/manage_accounts:")
     if st.button("Log out", icon=":material/logout:"):
-        session.sign_out("You have logged out.")
+        session.sign_out("You have logged out.", clear_cookie=True)
         st.rerun()
     session.idle_watch()
 errors.run_page(page)  # a disk or database failure, or a bug, becomes a plain sentence

@@ -129,10 +129,17 @@ def test_a_page_opened_without_login_shows_only_the_login_form(
     assert shows_login_form(direct) and "PERSON" not in texts(direct)
 
 
+def _last_click_minutes_ago(minutes: float) -> None:
+    """Age the server-side sessions (core.web_sessions), as if nobody had clicked for ``minutes``."""
+    with session_scope() as s:
+        for row in s.query(models.WebSession).filter(models.WebSession.revoked_at.is_(None)):
+            row.last_seen_at = session.utcnow() - timedelta(minutes=minutes)
+
+
 def test_session_expires_after_idle_time(make_user: MakeUser, configure: Callable[..., None]) -> None:
     configure(session_idle_minutes=30)
     at = login(make_user())
-    at.session_state[session.LAST_ACTIVITY] = session.utcnow() - timedelta(minutes=31)
+    _last_click_minutes_ago(31)
     at.run()
     assert "Your session expired — please log in again." in texts(at)
     assert shows_login_form(at) and session.USER not in at.session_state
@@ -140,7 +147,7 @@ def test_session_expires_after_idle_time(make_user: MakeUser, configure: Callabl
 
 def test_activity_within_the_idle_time_keeps_the_session(make_user: MakeUser) -> None:
     at = login(make_user())
-    at.session_state[session.LAST_ACTIVITY] = session.utcnow() - timedelta(minutes=29)
+    _last_click_minutes_ago(29)
     at.run()
     assert not shows_login_form(at) and session.USER in at.session_state
 
@@ -153,6 +160,8 @@ def test_logout_forgets_the_session(make_user: MakeUser, make_patient: MakePatie
     assert shows_login_form(at)
     assert session.USER not in at.session_state and session.PATIENT_ID not in at.session_state
     assert "You have logged out." in texts(at)
+    with session_scope() as s:  # the server-side session is over, whatever cookie the browser still holds
+        assert [row.revoked_at is not None for row in s.query(models.WebSession)] == [True]
 
 
 # ------------------------------------------------------------------ search and registration

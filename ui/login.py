@@ -16,6 +16,8 @@ def login_form() -> None:
         st.title("Chest X-ray assistant", anchor=False)
         st.caption("Emergency department · patient records and first reads of chest radiographs")
         notice = st.session_state.get(session.LOGIN_NOTICE)
+        if notice is None and st.query_params.get("signed_out"):  # back from /session/end after a logout
+            notice = "You have logged out."
         if notice:
             st.warning(notice, icon=":material/timer_off:")
         with st.form("login"):

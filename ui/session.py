@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from typing import Literal, NoReturn
+from urllib.parse import quote
 
 import streamlit as st
 
-from core import auth, records
+from core import auth, records, web_sessions
 from core.config import get_settings
 from core.errors import NotFound
 
@@ -27,6 +28,11 @@ LAST_ACTIVITY = "last_activity"  # aware datetime (UTC) of the previous script r
 PATIENT_ID = "patient_id"  # the patient selected on the search page
 FLASH = "flash"  # (kind, message) shown once on the next run
 LOGIN_NOTICE = "login_notice"  # why the login form is showing (expired session, logged out)
+TOKEN = (
+    "web_session_token"  # this tab's server-side session token (core.web_sessions); kept on the server only
+)
+COOKIE_CODE = "cookie_code"  # one-time code for /session/start, set by a login, used once by set_cookie()
+CLEAR_COOKIE = "clear_cookie"  # a logout: have the browser drop its cookie (/session/end)
 
 SESSION_EXPIRED = "Your session expired — please log in again."
 
@@ -48,38 +54,106 @@ def utcnow() -> datetime:
 
 
 def sign_in(user: auth.AuthenticatedUser) -> None:
-    """Start a session for ``user`` (a DTO, not a database row)."""
+    """Start a session for ``user`` (a DTO, not a database row), just authenticated by the login form.
+
+    The server-side session (core.web_sessions) is opened here; its token stays in this tab's server-side
+    state, and :func:`set_cookie` has the browser fetch it as an HttpOnly cookie, so that F5, a second tab
+    and a link find the sign-in again.
+    """
+    token = web_sessions.create(user)
+    st.session_state[TOKEN] = token
+    st.session_state[COOKIE_CODE] = web_sessions.issue_code(token)
     st.session_state[USER] = user
     st.session_state[LAST_ACTIVITY] = utcnow()
     st.session_state.pop(LOGIN_NOTICE, None)
 
 
-def sign_out(notice: str | None = None, *, reason: str = "logout") -> None:
-    """End the session: audit it, then forget everything this browser tab held.
+def set_cookie() -> None:
+    """Right after a login: send the browser to ``/session/start`` (serve.py) with the one-time code; it sets
+    the cookie and comes back to this very URL (the page and its ``?patient=&study=`` link)."""
+    code = st.session_state.pop(COOKIE_CODE, None)
+    if code and st.context.cookies is not None:
+        st.html(
+            "<script>(function(){var next=window.location.pathname+window.location.search;"
+            f"window.location.replace('/session/start?code={quote(code)}&next='+encodeURIComponent(next));"
+            "})();</script>",
+            unsafe_allow_javascript=True,
+        )
+
+
+def sign_out(notice: str | None = None, *, reason: str = "logout", clear_cookie: bool = False) -> None:
+    """End the session: revoke and audit it, then forget everything this browser tab held.
 
     Clearing the whole session state (selected patient, half-filled forms) matters on shared ED
     workstations: the next person at the keyboard must not see the previous doctor's patient.
+    ``clear_cookie`` (a logout) also has the browser drop its cookie via ``/session/end``.
     """
+    token = st.session_state.get(TOKEN) or _cookie_token()
     user = st.session_state.get(USER)
-    if user is not None:
-        try:
-            auth.logout(user, reason=reason)
-        except Exception:  # an audit hiccup must never keep someone signed in
-            log.exception("could not record logout of %s", getattr(user, "username", "?"))
+    try:
+        ended = web_sessions.end(token, reason=reason)
+        if not ended and user is not None and token is None:
+            auth.logout(user, reason=reason)  # a session opened without the server-side store (tests)
+    except Exception:  # an audit hiccup must never keep someone signed in
+        log.exception("could not record logout of %s", getattr(user, "username", "?"))
     st.session_state.clear()
     if notice:
         st.session_state[LOGIN_NOTICE] = notice
+    if clear_cookie:
+        st.session_state[CLEAR_COOKIE] = True
+
+
+def clear_cookie() -> None:
+    """After a logout: have the browser drop the (already revoked) cookie and show the login form."""
+    if st.session_state.pop(CLEAR_COOKIE, None) and st.context.cookies is not None:
+        st.html(
+            "<script>window.location.replace('/session/end');</script>",
+            unsafe_allow_javascript=True,
+        )
+
+
+def _cookie_token() -> str | None:
+    try:
+        value = st.context.cookies.get(web_sessions.COOKIE_NAME)
+    except Exception:  # no browser behind this run (a test harness)
+        return None
+    return value if isinstance(value, str) and value else None
 
 
 def active_user() -> auth.AuthenticatedUser | None:
-    """The signed-in user, or ``None`` (also when the session just expired or the account was disabled).
+    """The signed-in user, or ``None`` (also when the session just expired, was revoked or the account was
+    disabled).
 
-    Each script run is a user action, so it both checks and refreshes the idle timer. The user is re-read
-    from the database so that a deactivated account or a changed role takes effect on the next click.
+    The session is the server-side one (core.web_sessions): this tab's token, or on a fresh page (F5, a second
+    tab, a link) the one in the HttpOnly cookie. Each script run is a user action, so it both checks and
+    refreshes the idle timer. The user is re-read from the database so that a deactivated account or a
+    changed role takes effect on the next click.
     """
-    user = st.session_state.get(USER)
+    token = st.session_state.get(TOKEN)
+    had_user = st.session_state.get(USER) is not None
+    if token is None and had_user:
+        return _legacy_active_user()
+    resumed = token is None
+    if resumed:
+        token = _cookie_token()
+        if token is None:
+            return None
+    now = utcnow()
+    user = web_sessions.validate(token, now=now)
     if user is None:
+        if had_user or resumed and st.session_state.get(LOGIN_NOTICE) is None:
+            st.session_state.clear()
+            st.session_state[LOGIN_NOTICE] = SESSION_EXPIRED
         return None
+    st.session_state[TOKEN] = token
+    st.session_state[USER] = user
+    st.session_state[LAST_ACTIVITY] = now
+    return user
+
+
+def _legacy_active_user() -> auth.AuthenticatedUser | None:
+    """A user put in the session state directly (page tests) without a server-side session."""
+    user = st.session_state[USER]
     now = utcnow()
     last = st.session_state.get(LAST_ACTIVITY)
     idle = get_settings().session_idle_minutes
@@ -100,7 +174,13 @@ def active_user() -> auth.AuthenticatedUser | None:
 def idle_watch() -> None:
     """Every 30 s, end the session once it has been idle too long, even if nobody touches the screen:
     an unattended ED workstation must not keep showing a patient's record. Only this fragment reruns on
-    the timer, so it is not counted as activity."""
+    the timer, so it is not counted as activity. With a server-side session the server decides (another
+    tab of the same doctor keeps it alive; an administrator's revocation shows here within 30 s)."""
+    token = st.session_state.get(TOKEN)
+    if token is not None:
+        if web_sessions.validate(token, touch=False) is None:
+            st.rerun(scope="app")
+        return
     last = st.session_state.get(LAST_ACTIVITY)
     idle = get_settings().session_idle_minutes
     if st.session_state.get(USER) is not None and (
@@ -140,25 +220,65 @@ def show_flash() -> None:
         getattr(st, kind)(message, icon=icons[kind])
 
 
+def link(patient_id: str, study_id: int | None = None) -> dict[str, str]:
+    """The query of a link to a patient (and a film): ``?patient=ED-100001&study=12``. It carries no
+    credential; only a signed-in browser is shown what it names (app.py's gate)."""
+    query = {"patient": patient_id}
+    if study_id is not None:
+        query["study"] = str(study_id)
+    return query
+
+
 def open_record(patient_id: str) -> NoReturn:
     """Select ``patient_id`` and go to the record page."""
     st.session_state[PATIENT_ID] = patient_id
     mark_record_stale()  # opening a record always shows its latest state
-    st.switch_page(RECORD_PAGE)
+    st.switch_page(RECORD_PAGE, query_params=link(patient_id))
 
 
 def open_study(study_id: int, patient_id: str) -> NoReturn:
     """Show a saved X-ray study (and select its patient) on the X-ray page."""
     st.session_state[PATIENT_ID] = patient_id
     st.session_state[STUDY_ID] = study_id
-    st.switch_page(XRAY_PAGE)
+    st.switch_page(XRAY_PAGE, query_params=link(patient_id, study_id))
 
 
 def open_review(study_id: int, patient_id: str) -> NoReturn:
     """Open a study (and select its patient) in the correction editor."""
     st.session_state[PATIENT_ID] = patient_id
     st.session_state[STUDY_ID] = study_id
-    st.switch_page(REVIEW_PAGE)
+    st.switch_page(REVIEW_PAGE, query_params=link(patient_id, study_id))
+
+
+LINK_PAGES = (RECORD_PAGE, XRAY_PAGE, HISTORY_PAGE, REVIEW_PAGE)  # pages that show the linked patient / film
+_PATIENT_PARAM_LIMIT = 32
+
+
+def follow_link(page_path: str) -> None:
+    """Open what the URL's ``?patient=..&study=..`` names (a link, a bookmark, F5), then keep the URL naming
+    what is on show, so that a refresh or a copied address opens the same patient and film.
+
+    Called by app.py after the login gate: a signed-out browser never gets here, and the parameters survive
+    the login (the cookie route returns to the same URL). A link to the bare site with a film opens the
+    X-ray page; with a patient only, the record. The pages check the IDs themselves (unknown: a sentence).
+    """
+    patient = (st.query_params.get("patient") or "").strip()[:_PATIENT_PARAM_LIMIT]
+    study_text = (st.query_params.get("study") or "").strip()
+    study = int(study_text) if study_text.isdigit() and len(study_text) < 12 else None
+    if patient:
+        if st.session_state.get(PATIENT_ID) != patient:
+            st.session_state[PATIENT_ID] = patient
+            mark_record_stale()
+        if study is not None:
+            st.session_state[STUDY_ID] = study
+        elif page_path == XRAY_PAGE and st.session_state.get(STUDY_ID) is not None:
+            st.session_state.pop(STUDY_ID, None)
+        if page_path not in LINK_PAGES:
+            st.switch_page(XRAY_PAGE if study is not None else RECORD_PAGE, query_params=link(patient, study))
+        return
+    if page_path in LINK_PAGES and st.session_state.get(PATIENT_ID):
+        shown = st.session_state.get(STUDY_ID) if page_path in (XRAY_PAGE, REVIEW_PAGE) else None
+        st.query_params.from_dict(link(st.session_state[PATIENT_ID], shown))
 
 
 @st.cache_resource(show_spinner="Loading the X-ray models…")

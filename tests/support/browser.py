@@ -57,10 +57,11 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 60
 
 @contextmanager
 def running_streamlit(env: Mapping[str, str], log_path: Path) -> Iterator[str]:
-    """`streamlit run app.py` with ``env``; yields its URL once healthy and always stops it."""
+    """`streamlit run serve.py` (app.py behind the session-cookie routes) with ``env``; yields its URL once
+    healthy and always stops it."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true"]
+    command = [sys.executable, "-m", "streamlit", "run", "serve.py", "--server.headless", "true"]
     command += [
         "--server.port",
         str(port),
