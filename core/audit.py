@@ -52,6 +52,8 @@ ACTIONS: tuple[str, ...] = (
     "seed",
     "diagnose",
     "correct",
+    "sign",
+    "amend",
     "export",
     "promote",
     "promote_refused",
