@@ -5,10 +5,11 @@ from __future__ import annotations
 import streamlit as st
 
 from core.xray import queues
-from ui import fmt, session, xray_views
+from ui import fmt, referral_views, session, xray_views
 
 user = session.require_user()
 st.title("Emergency worklist", anchor=False)
+referral_views.alert_banner(user)  # incoming referrals for the user's department, above the list
 st.caption(
     "Unreviewed X-rays across all patients: most urgent first, then the longest waiting. Refreshes every minute."
 )

@@ -33,6 +33,7 @@ ROUTES: tuple[Route, ...] = (
     Route("pages/xray.py", "X-ray", ":material/radiology:", "x-ray"),
     Route("pages/history.py", "Imaging history", ":material/history:", "imaging-history"),
     Route("pages/review.py", "Review / correct", ":material/rate_review:", "review-study"),
+    Route("pages/referrals.py", "Referrals", ":material/local_hospital:", "ed-referrals"),
     Route("pages/account.py", "My account", ":material/manage_accounts:", "my-account"),
     Route("pages/audit.py", "Audit log", ":material/policy:", "audit-log", admin=True),
     Route("pages/accounts.py", "Accounts", ":material/group:", "user-accounts", admin=True),
