@@ -478,3 +478,54 @@ class WebSession(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     client: Mapped[str | None] = mapped_column(String(LIMITS["audit_client"]))
+
+
+# What became of a film found on the hospital's PACS (revision 0010, core.pacs.sync).
+PACS_IMPORT_STATUSES: tuple[str, ...] = ("imported", "unmatched", "refused", "dismissed")
+
+
+class PacsImport(Base):
+    """One DICOM instance found on the PACS (revision 0010): imported into a record, unmatched (no patient
+    with its PatientID: the "Unmatched from PACS" list), refused (with the reason), or dismissed by a doctor.
+
+    ``sop_instance_uid`` is unique, so a film is never imported twice; ``sent_at`` is set once the read (SR
+    and secondary capture) went back to the PACS, so a sync retries the send of films that have none.
+    """
+
+    __tablename__ = "pacs_imports"
+    __table_args__ = (
+        CheckConstraint(_in("status", PACS_IMPORT_STATUSES), name="status"),
+        Index("ix_pacs_imports_status_found", "status", "found_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), default="")
+    series_instance_uid: Mapped[str] = mapped_column(String(64), default="")
+    dicom_patient_id: Mapped[str] = mapped_column(String(64), default="")
+    dicom_patient_name: Mapped[str] = mapped_column(String(200), default="")
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(1000), default="")
+    study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id", ondelete="SET NULL"), index=True)
+    found_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    resolved_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    version: Mapped[int] = mapped_column(Integer)
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class PacsExport(Base):
+    """One instance this installation stored to the PACS (revision 0010): a study's SR or secondary capture,
+    after analysis or after sign-off; a sync never imports these back."""
+
+    __tablename__ = "pacs_exports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(8))  # "sr" | "sc"
+    reason: Mapped[str] = mapped_column(String(16))  # "analysis" | "sign-off" | "manual"
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    sent_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
