@@ -57,6 +57,8 @@ class Settings:
     site_secret: str = ""
     # the deployment's name, printed on reports
     site_name: str = "Emergency Department"
+    # DICOMweb base URL of the hospital's PACS (e.g. http://127.0.0.1:8042/dicom-web); empty: no PACS
+    pacs_url: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -78,6 +80,7 @@ class Settings:
             max_image_pixels=_env_int("CXR_MAX_IMAGE_PIXELS", 50_000_000, minimum=1),
             site_secret=os.environ.get("CXR_SITE_SECRET", ""),
             site_name=os.environ.get("CXR_SITE_NAME", "").strip()[:80] or "Emergency Department",
+            pacs_url=os.environ.get("CXR_PACS_URL", "").strip().rstrip("/"),
         )
         if not settings.database_url.startswith(("sqlite", "postgresql")):
             raise SettingsError(
