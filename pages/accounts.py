@@ -1,5 +1,5 @@
-"""Accounts, for administrators: every user's state, and unlock, deactivate, re-activate, reset a password,
-create an account; clients refused for too many failed logins. Every action is audited."""
+"""Accounts, for administrators: every user's state, and unlock, deactivate, re-activate, sign out everywhere,
+reset a password, create an account; clients refused for too many failed logins. Every action is audited."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from functools import partial
 
 import streamlit as st
 
-from core import accounts, auth
+from core import accounts, auth, web_sessions
 from core.errors import AppError, ValidationError
 from db.models import ROLES
 from ui import fmt, session
@@ -59,13 +59,18 @@ st.dataframe(rows, hide_index=True, width="stretch")
 names = [u.username for u in users]
 st.subheader("Change an account", anchor=False)
 chosen = st.selectbox("Account", names, key="acc.user")
-unlock_col, off_col, on_col = st.columns(3)
+unlock_col, off_col, on_col, out_col = st.columns(4)
 if unlock_col.button("Unlock", icon=":material/lock_open:", key="acc.unlock"):
     _run("Unlock", f"{chosen} unlocked.", lambda: accounts.unlock(chosen, user))
 if off_col.button("Deactivate", icon=":material/person_off:", key="acc.deactivate"):
     _run("Deactivate", f"{chosen} deactivated.", lambda: accounts.deactivate(chosen, user))
 if on_col.button("Activate", icon=":material/person_check:", key="acc.activate"):
     _run("Activate", f"{chosen} can log in again.", lambda: accounts.activate(chosen, user))
+if out_col.button("Sign out everywhere", icon=":material/logout:", key="acc.revoke"):
+    # every browser of theirs shows the login form on its next click (or within 30 s: ui/session.idle_watch)
+    _run("Sign out", f"{chosen} signed out everywhere.", lambda: web_sessions.revoke_user(chosen, user))
+if chosen:
+    st.caption(f"{fmt.md(chosen)}: {web_sessions.live_count(chosen)} signed-in browser session(s).")
 
 with st.form("acc.reset", clear_on_submit=True):
     st.markdown("**Reset the password** of the chosen account (tell them the new one in person).")

@@ -32,7 +32,7 @@ from core.xray import diagnosis, queues
 from db import models
 from db.base import utcnow
 from db.session import session_scope
-from tests.support.apptest import login, start, submit_login, texts
+from tests.support.apptest import login, shows_login_form, start, submit_login, texts
 from tests.support.db import PRODUCTION_PWD_CONTEXT, TestAccount, TestDatabase
 
 MakeUser = Callable[..., TestAccount]
@@ -394,6 +394,24 @@ def test_admin_page_unlocks_and_doctor_cannot_open_it(
     page = login(doctor)
     with pytest.raises(ValueError, match="Could not find a navigation page"):
         page.switch_page("pages/accounts.py")
+
+
+def test_admin_signs_a_doctor_out_everywhere(make_user: MakeUser) -> None:
+    """Accounts page, "Sign out everywhere": the doctor's open tabs show the login form on their next click."""
+    doctor = make_user("dr.elsewhere")
+    first_tab, second_tab = login(doctor), login(doctor)
+    at = login(make_user("chief", role="admin"))
+    at.switch_page("pages/accounts.py").run()
+    at.selectbox(key="acc.user").set_value("dr.elsewhere").run()
+    assert "dr.elsewhere: 2 signed-in browser session(s)." in texts(at)
+    at.button(key="acc.revoke").click().run()
+    assert not at.exception, at.exception
+    assert "dr.elsewhere signed out everywhere." in texts(at)
+    for tab in (first_tab, second_tab):
+        tab.run()
+        assert shows_login_form(tab)
+    at.run()  # the admin's own session is untouched
+    assert at.title[0].value == "Accounts"
 
 
 def test_my_account_changes_the_password(make_user: MakeUser) -> None:
