@@ -510,6 +510,18 @@ def add_correction(session: Session, **fields: Any) -> Correction:
     return correction
 
 
+def current_signed_correction(session: Session, study_id: int) -> Correction | None:
+    """The study's newest reviewed correction if it is signed (issue 12: then only a signed amendment may
+    follow), else ``None``."""
+    newest = session.scalars(
+        select(Correction)
+        .where(Correction.study_id == study_id, Correction.reviewed.is_(True))
+        .order_by(Correction.id.desc())
+        .limit(1)
+    ).first()
+    return newest if newest is not None and newest.signed_at is not None else None
+
+
 def corrections_of_study(session: Session, study_id: int) -> Sequence[Row[Correction, str]]:
     """(correction, author's username) pairs of one study, newest first."""
     return session.execute(

@@ -39,7 +39,8 @@ from core.xray.queues import QueueItem, review_queue
 from core.xray.stored import FindingRead, boxes_of, findings_of, patient_name
 from db import models
 from db import repository as repo
-from db.models import FINDING_LABELS
+from db.base import utcnow
+from db.models import FINDING_LABELS, LABEL_SOURCES
 from db.session import session_scope
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "EditorState",
     "QueueItem",
     "box_classes",
+    "markable_classes",
     "boxes_from_xywh",
     "correction_history",
     "get_editor_state",
@@ -63,6 +65,13 @@ MAX_BOXES = 50
 #: as floats scaled to and from its canvas, and the model's boxes are stored to 0.1 px.
 BOX_TOLERANCE_PX = 1.0
 CONFLICT = "This study was changed by someone else since you opened it"
+AMEND_NEEDS_SIGNED_REASON = (
+    "This film has a signed reading: it can be changed only by a new signed reading with a reason "
+    "(use \u201cAmend and sign\u201d and say why)."
+)
+SIGN_NEEDS_EVERY_FINDING = (
+    "Set every finding (present, absent or uncertain), or accept the model's suggestions, before signing."
+)
 
 
 #: A box as a doctor left it: a :class:`~core.ml.boxes.Box` without a score, in the original image's pixels.
@@ -72,6 +81,15 @@ CorrectedBox = Box
 def box_classes() -> tuple[str, ...]:
     """The labels a box can carry: the active detector's classes, from its model card (none without one)."""
     return inference.detector_classes()
+
+
+def markable_classes(finding_names: Iterable[str]) -> tuple[str, ...]:
+    """The labels a doctor's box can carry: the detector's classes, then the classifier's findings the
+    detector does not know (e.g. Consolidation, Pneumonia); the training export maps only the detector's
+    classes to YOLO and keeps the rest in a JSON side file."""
+    detector = box_classes()
+    known = {c.casefold() for c in detector}
+    return detector + tuple(n for n in finding_names if n.casefold() not in known)
 
 
 def __getattr__(name: str) -> Any:
@@ -253,13 +271,16 @@ def _check_labels(labels: Mapping[str, str], names: Sequence[str]) -> list[str]:
 
 
 def _check_boxes(
-    boxes: Sequence[CorrectedBox | Mapping[str, Any]], width: int, height: int
+    boxes: Sequence[CorrectedBox | Mapping[str, Any]],
+    width: int,
+    height: int,
+    finding_names: Sequence[str] = (),
 ) -> tuple[list[CorrectedBox], list[str]]:
     if len(boxes) > MAX_BOXES:
         return [], [f"At most {MAX_BOXES} boxes can be saved (got {len(boxes)})."]
     checked: list[CorrectedBox] = []
     problems: list[str] = []
-    classes = box_classes()
+    classes = markable_classes(finding_names)
     for n, raw in enumerate(boxes, start=1):
         try:
             box = raw if isinstance(raw, CorrectedBox) else _stored_boxes([raw])[0]
@@ -364,6 +385,10 @@ def save_correction(
     expected_version: int,
     actor: AuthenticatedUser,
     mark_reviewed: bool = True,
+    *,
+    sources: Mapping[str, str] | None = None,
+    sign: bool = False,
+    amend_reason: str = "",
 ) -> CorrectionView:
     """Save a doctor's reading of a study as a new correction row, beside the model's read.
 
@@ -373,6 +398,12 @@ def save_correction(
     With ``mark_reviewed`` the study becomes 'reviewed' (agrees with the model) or 'corrected'; without it
     the row is a draft and the status stays. Raises ``ValidationError`` (nothing saved), ``NotFound``, or
     ``ConflictError`` when the study's version is no longer ``expected_version`` (someone saved meanwhile).
+
+    ``sources`` says per finding who set its label (``LABEL_SOURCES``: ``doctor``, ``accepted`` = the
+    model's suggestion accepted by an explicit action, ``model`` = left unset, the suggestion stored only as
+    context); ``None`` means the doctor set every label. ``sign`` saves a signed reading (the doctor is the
+    reader of record; every finding must be set or accepted). Once a study has a signed reading, the only
+    save allowed is a new signed one with an ``amend_reason``; it records the reading it amends.
     """
     try:
         with session_scope() as session:
@@ -382,7 +413,32 @@ def save_correction(
             clean_note = checker.text("note", note, "correction_note", label="The note", multiline=True)
             errors = dict(checker.errors)
             label_problems = _check_labels(labels, names)
-            checked_boxes, box_problems = _check_boxes(list(boxes), study.width, study.height)
+            checked_boxes, box_problems = _check_boxes(list(boxes), study.width, study.height, names)
+            clean_sources = dict.fromkeys(names, "doctor") if sources is None else dict(sources)
+            source_problems = [
+                f"{name}: {value!r} is not a label source ({', '.join(LABEL_SOURCES)})."
+                for name, value in clean_sources.items()
+                if name in names and value not in LABEL_SOURCES
+            ] + [f"{name!r} is not a finding of this read." for name in clean_sources if name not in names]
+            clean_sources = {name: clean_sources.get(name, "model") for name in names}
+            if sign and any(v == "model" for v in clean_sources.values()):
+                source_problems.append(SIGN_NEEDS_EVERY_FINDING)
+            if source_problems:
+                errors["sources"] = " ".join(source_problems)
+            signed_current = repo.current_signed_correction(session, study.id)
+            reason = amend_reason.strip()
+            if signed_current is not None:
+                if not (sign and mark_reviewed):
+                    errors["sign"] = AMEND_NEEDS_SIGNED_REASON
+                elif not reason:
+                    errors["amend_reason"] = "Say why you amend the signed reading."
+                else:
+                    reason = checker.text(
+                        "amend_reason", reason, "amend_reason", label="The reason", multiline=True
+                    )
+                    errors.update(checker.errors)
+            if sign and not mark_reviewed:
+                errors["sign"] = "A draft cannot be signed: save it as reviewed."
             if label_problems:
                 errors["labels"] = " ".join(label_problems)
             if box_problems:
@@ -412,13 +468,18 @@ def save_correction(
                 reviewed=mark_reviewed,
                 status=study.status,
                 created_by=actor.id,
+                label_sources=clean_sources,
+                signed_at=utcnow() if sign else None,
+                signed_by=actor.id if sign else None,
+                amends_id=signed_current.id if signed_current is not None else None,
+                amend_reason=reason if signed_current is not None else None,
             )
             view = _view(correction, actor.username, diagnosis, study.version)
             patient = repo.get_patient_by_pk(session, study.patient_pk)
             write_audit(
                 session,
                 actor,
-                "correct",
+                ("amend" if signed_current is not None else "sign") if sign else "correct",
                 "study",
                 study.id,
                 patient_id=patient.patient_id,
@@ -431,6 +492,12 @@ def save_correction(
                     "changed_findings": {n: clean_labels[n] for n in view.changed_findings},
                     "boxes": len(checked_boxes),
                     "boxes_changed": view.boxes_changed,
+                    "signed": sign,
+                    "amends": correction.amends_id,
+                    "amend_reason": correction.amend_reason,
+                    "label_sources": {
+                        src: sum(v == src for v in clean_sources.values()) for src in LABEL_SOURCES
+                    },
                 },
             )
             return view
