@@ -6,6 +6,7 @@ that what was saved before is intact, and that the person sees one plain sentenc
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -28,9 +29,10 @@ from core.records import PatientRecord, VisitInput, add_visit
 from core.xray import diagnosis as dx
 from db import models
 from db import repository as repo
+from db.locks import AdvisoryLocks, host_locks
 from db.session import dispose_engines, session_scope
-from tests.support.apptest import APP, TIMEOUT, login
-from tests.support.db import TestAccount
+from tests.support.apptest import APP, TIMEOUT, login, texts
+from tests.support.db import TestAccount, TestDatabase
 from tests.support.xray_samples import PNG, PNGS, png_variant
 from ui.session import RECORD_KEYS
 
@@ -147,6 +149,31 @@ def test_the_collector_keeps_referenced_young_and_busy_files(tmp_path: Path) -> 
     assert store.exists(keep) and store.exists(busy) and not tmp.exists()
 
 
+def test_a_save_on_another_host_keeps_its_files_through_the_database_lock(
+    tmp_path: Path, database: TestDatabase
+) -> None:
+    """A second host shares the database but not this host's ``flock``s (a share with local-only locks):
+    with PostgreSQL its advisory lock alone must stop a failed save and the collector from removing a file
+    it is about to reference. SQLite has no second host (its file cannot be shared), so no such lock."""
+    if database.backend == "sqlite":
+        assert host_locks() is None
+        pytest.skip("SQLite: every writer is on one host; flock covers it (tested above)")
+    store = storage.FileStore(tmp_path / "data")
+    other_host = AdvisoryLocks()
+    try:
+        with pytest.raises(Boom), storage.staged(store, lambda _r: False, remote=host_locks) as files:
+            relpath = files.put(PNGS[0].read_bytes(), storage.ORIGINALS, ".png")
+            other_host.share(relpath)  # the other host's save reuses the file
+            raise Boom
+        assert store.exists(relpath)
+        busy = storage.collect_garbage(store, set, lambda _r: False, 0, remote=host_locks)
+        assert busy.removed == () and busy.kept_busy == 1 and store.exists(relpath)
+    finally:
+        other_host.release()
+    done = storage.collect_garbage(store, set, lambda _r: False, 0, remote=host_locks)
+    assert done.removed == (relpath,) and not store.exists(relpath)
+
+
 # ------------------------------------------------------------------ kill -9 in the middle of a save
 
 KILLED_MID_SAVE = textwrap.dedent(
@@ -199,6 +226,44 @@ def test_kill_9_between_files_and_rows_leaves_nothing_referenced_and_gc_cleans_u
 
 
 # ------------------------------------------------------------------ full disk, read-only disk
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [(errno.ENOSPC, "the server's disk is full"), (errno.EROFS, "the server's data folder is read-only")],
+    ids=["ENOSPC", "EROFS"],
+)
+def test_a_write_failing_midway_through_a_save_removes_what_it_wrote_and_keeps_what_was_there(
+    code: int,
+    expected: str,
+    monkeypatch: pytest.MonkeyPatch,
+    make_patient: Callable[..., PatientRecord],
+    doctor: AuthenticatedUser,
+) -> None:
+    """The disk fills up (or turns read-only) after the film and its preview were written: the save fails
+    with that error, writes no row, removes the files it wrote, and leaves an earlier study intact."""
+    make_patient("ED-EARLIER")
+    make_patient("ED-FULL")
+    earlier, film = [p for p in PNGS if p != PNG][:2]
+    dx.diagnose_upload("ED-EARLIER", earlier.read_bytes(), earlier.name, doctor)
+    root = get_settings().data_dir
+    before = film_files(root)
+    written: list[Path] = []
+    real_write = storage.write_atomic
+
+    def write_until_the_disk_fails(path: Path, data: bytes) -> None:
+        if len(written) == 2:
+            raise OSError(code, os.strerror(code), str(path))
+        real_write(path, data)
+        written.append(path)
+
+    monkeypatch.setattr(storage, "write_atomic", write_until_the_disk_fails)
+    with pytest.raises(OSError) as caught:
+        dx.diagnose_upload("ED-FULL", film.read_bytes(), film.name, doctor)
+    assert len(written) == 2 and failures.reason(caught.value) == expected
+    assert counts() == (1, 1)
+    assert film_files(root) == before  # the two new files are gone, the earlier study's are all there
+    references_resolve()
 
 
 @pytest.fixture
@@ -518,3 +583,46 @@ def test_a_locked_database_on_the_record_page_is_a_sentence_and_keeps_the_typed_
     assert secret not in shown and "INSERT" not in shown and "Traceback" not in shown
     assert at.text_input(key=reason_key).value == "Chest pain"  # what the doctor typed is still there
     assert at.text_area(key=notes_key).value == secret
+
+
+VISIT_FORM = f"{RECORD_KEYS}visit.add"
+VISIT_REASON = f"{VISIT_FORM}.reason"
+
+
+def _open_record(at: AppTest, patient_id: str) -> AppTest:
+    at.text_input(key="search_query").set_value(patient_id)
+    at.button(key="FormSubmitter:patient_search-Search").click().run()
+    at.button(key=f"open.{patient_id}").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _add_visit(at: AppTest, reason: str) -> AppTest:
+    at.text_input(key=VISIT_REASON).set_value(reason)
+    at.button(key=f"FormSubmitter:{VISIT_FORM}.form-Add visit").click().run()
+    return at
+
+
+def test_the_database_going_down_at_submit_shows_a_sentence_and_keeps_the_typed_text(
+    make_patient: Callable[..., PatientRecord],
+    make_user: Callable[..., TestAccount],
+    configure: Callable[..., None],
+) -> None:
+    make_patient("ED-PAGE-DOWN")
+    at = _open_record(login(make_user("down.page")), "ED-PAGE-DOWN")
+    working = get_settings().database_url
+    typed = "Chest pain at rest, 20 minutes"
+    configure(database_url=CLOSED_PORT_URL)
+    dispose_engines()
+    _add_visit(at, typed)
+    assert not at.exception
+    [error] = [e.value for e in at.error]
+    assert error.startswith("The patient database cannot be reached") and "127.0.0.1" not in error
+
+    configure(database_url=working)  # back up: the form is drawn again with the text in it
+    dispose_engines()
+    at.run()
+    assert not at.exception, at.exception
+    assert at.text_input(key=VISIT_REASON).value == typed
+    at.button(key=f"FormSubmitter:{VISIT_FORM}.form-Add visit").click().run()
+    assert not at.exception and "Visit added." in texts(at)

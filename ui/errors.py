@@ -71,7 +71,8 @@ def run_page(page: Any) -> None:
 
 
 def database_ready() -> bool:
-    """Whether the database answers; if not, says so on the page (once per run) and returns ``False``."""
+    """Whether the database answers; if not, says so on the page (once per run) and returns ``False``.
+    (The forms of ``ui.forms`` keep what was typed over such a run.)"""
     try:
         check_database()
     except SQLAlchemyError as exc:

@@ -8,6 +8,7 @@ typed. Choices (allergy kinds, severities, ...) are passed in from the service l
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -15,10 +16,18 @@ from functools import partial
 from typing import Any, Generic, Literal, NoReturn, Protocol, TypeVar
 
 import streamlit as st
+from sqlalchemy.exc import SQLAlchemyError
 
+from core import failures
 from core.errors import AppError, ConflictError, ValidationError
 from core.validation import EARLIEST_DATE, latest_today
 from ui import fmt, session
+
+log = logging.getLogger(__name__)
+
+#: A form's typed values survive a run that does not draw it (the database was down, a failure stopped the
+#: page): Streamlit otherwise forgets the value of a widget a run leaves out.
+KEEP: Literal["session"] = "session"
 
 FORM_ERROR = "__form__"  # key of a message about the whole form (NotFound, PermissionDenied)
 CONFLICT = "This record was changed by someone else — reload to see the latest version."
@@ -76,18 +85,25 @@ def inputs(form: str, fields: Sequence[Field]) -> dict[str, Any]:
         text = f.label + (" *" if f.required else "")
         if f.kind == "text":
             st.session_state.setdefault(key, "")
-            values[f.name] = st.text_input(text, key=key, placeholder=f.placeholder)
+            values[f.name] = st.text_input(text, key=key, placeholder=f.placeholder, persist_state=KEEP)
         elif f.kind == "area":
             st.session_state.setdefault(key, "")
-            values[f.name] = st.text_area(text, key=key, placeholder=f.placeholder, height=100)
+            values[f.name] = st.text_area(
+                text, key=key, placeholder=f.placeholder, height=100, persist_state=KEEP
+            )
         elif f.kind == "choice":
             st.session_state.setdefault(key, f.options[0])
-            values[f.name] = st.selectbox(text, f.options, key=key, format_func=fmt.label)
+            values[f.name] = st.selectbox(text, f.options, key=key, format_func=fmt.label, persist_state=KEEP)
         else:
             # The widget's own bounds already refuse most impossible dates; the service re-checks.
             st.session_state.setdefault(key, date.today() if f.today_default else None)
             values[f.name] = st.date_input(
-                text, key=key, min_value=EARLIEST_DATE, max_value=latest_today(), format="YYYY-MM-DD"
+                text,
+                key=key,
+                min_value=EARLIEST_DATE,
+                max_value=latest_today(),
+                format="YYYY-MM-DD",
+                persist_state=KEEP,
             )
         if f.name in errs:
             st.markdown(f":red[:material/error: {fmt.md(errs[f.name])}]")
@@ -110,7 +126,8 @@ def submit(
 
     Success: forget the form, run ``after`` on the action's result, flash ``done`` and have the record
     page reload the record.
-    Refusal: keep every typed value and show why next to the form (per field, or the conflict notice).
+    Refusal: keep every typed value and show why next to the form (per field, or the conflict notice);
+    so too for a full disk or an unreachable or locked database (``core.failures``: one sentence, no trace).
     """
     try:
         result = action()
@@ -120,6 +137,12 @@ def submit(
         st.session_state[f"{form}.__conflict"] = True
     except AppError as exc:  # NotFound, PermissionDenied: their messages are written for the user
         set_errors(form, {FORM_ERROR: str(exc)})
+    except (OSError, SQLAlchemyError) as exc:  # disk or database failure: one sentence, the form kept
+        message = failures.describe(exc, "This could not be saved")
+        if message is None:
+            raise
+        log.warning("%s: %s (%s)", form, failures.reason(exc), type(exc).__name__)
+        set_errors(form, {FORM_ERROR: message})
     else:
         reset(form, fields)
         clear_conflict(form)

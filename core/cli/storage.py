@@ -4,7 +4,8 @@ A save that failed or was killed (kill -9, power cut) between writing a film's f
 leaves files nothing refers to; so can a failed save whose files another save was using at that moment
 (``core.imaging.storage`` keeps them rather than risk removing a file about to be referenced). This command
 removes such files, and ``.tmp-`` files of interrupted writes, once older than ``--older-than`` minutes, each
-under its exclusive lock with the database asked again, so it is safe while the dashboard runs.
+under its exclusive lock (with PostgreSQL also the database's advisory lock, ``db.locks``, so saves on other
+hosts are respected) with the database asked again, so it is safe while the dashboard runs.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from core.audit import write as write_audit
     from core.imaging import storage
     from db import repository as repo
+    from db.locks import host_locks
     from db.session import session_scope
 
     if args.older_than < 0:
@@ -48,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
             return repo.stored_path_in_use(session, relpath)
 
     store = storage.FileStore()
-    done = storage.collect_garbage(store, referenced, is_referenced, args.older_than, args.dry_run)
+    done = storage.collect_garbage(
+        store, referenced, is_referenced, args.older_than, args.dry_run, remote=host_locks
+    )
     verb = "would remove" if args.dry_run else "removed"
     for relpath in (*done.removed, *done.temporary):
         print(f"{verb} {relpath}")
