@@ -11,8 +11,10 @@ record, a DICOM naming another patient) -> analyse (the models and triage) -> re
 Saving is atomic across the file system and the database: the files are written first (content
 addressed, each atomically, see :mod:`core.imaging.storage`), then the study, its diagnosis and the audit row are
 inserted in one transaction; if anything fails, the transaction rolls back and the files this call created
-are removed (never one that already existed for another study). A crash between the two leaves, at worst,
-unreferenced content-addressed files, never a row pointing at a missing file.
+are removed (never one that already existed for another study, nor one that a save in another process or on
+another host is using at that moment: the file locks of :mod:`core.imaging.storage`, with PostgreSQL also on
+the database server, :mod:`db.locks`). A crash between the two leaves, at worst, unreferenced
+content-addressed files, never a row pointing at a missing file; ``python -m core storage gc`` removes them.
 
 The worklist lives in :mod:`core.xray.queues` and the renderings in :mod:`core.xray.render`; the names
 callers used from here before the split (``worklist``, ``heatmap_image``, ``HeatMap``, ``PREVIEW_MAX_SIDE``,
@@ -50,6 +52,7 @@ from core.xray.render import PREVIEW_MAX_SIDE, THUMBNAIL_SIDE, HeatMap, heatmap_
 from core.xray.stored import FindingRead, boxes_of, findings_of, patient_name
 from db import models
 from db import repository as repo
+from db.locks import host_locks
 from db.models import STUDY_STATUSES
 from db.session import session_scope
 
@@ -502,7 +505,7 @@ def _save(
     found = analysis.detection.detections if analysis.detection is not None else ()
     suffix = _SUFFIX[image.source_format]
 
-    with storage.save_lock, storage.staged(store, still_needed=_still_referenced) as files:
+    with storage.save_lock, storage.staged(store, _still_referenced, remote=host_locks) as files:
         original = files.put(data, storage.ORIGINALS, suffix, digest)
         preview = files.put(rendered.preview, storage.RENDERS, ".jpg")
         thumbnail = files.put(rendered.thumbnail, storage.RENDERS, ".jpg")
