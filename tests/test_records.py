@@ -52,6 +52,14 @@ def test_search_exact_id_comes_first() -> None:
 
 
 @pytest.mark.usefixtures("population")
+def test_search_a_bare_number_finds_the_id_it_numbers() -> None:
+    assert _ids(records.search_patients("1002")) == ["ED-1002"]
+    assert _ids(records.search_patients(" 1001 ")) == ["ED-1001", "WD-1001"]
+    assert _ids(records.search_patients("1")) == ["EDX-1"]
+    assert records.search_patients("100") == []  # a number, not a prefix of one
+
+
+@pytest.mark.usefixtures("population")
 def test_search_id_prefix_is_a_true_prefix() -> None:
     assert _ids(records.search_patients("ED-1")) == ["ED-1001", "ED-1002", "ED-10020"]
     # "ED-" must not match "EDX-1" (a range on the wrong collation or a LIKE without care would).

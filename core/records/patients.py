@@ -6,6 +6,7 @@ import logging
 import re
 from dataclasses import asdict
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from core import audit
@@ -32,7 +33,7 @@ from core.validation import (
     normalize_patient_id,
 )
 from db import repository as repo
-from db.models import LIMITS
+from db.models import LIMITS, Patient
 from db.session import session_scope
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ def search_patients(
     Name matching is case- and accent-insensitive on prefixes: the whole query starts the family or the
     given name ("smi", "van der b"), or its words split into a given-name and a family-name prefix in
     either order ("joh smi", "Smith, John"). Exact ID first, then ID prefixes, then names in
-    (family, given) order; at most ``limit``. An empty query returns ``[]``.
+    (family, given) order; at most ``limit``. A bare number also finds the ID it is the number of
+    ("100001": ED-100001), first. An empty query returns ``[]``.
 
     Searched by ``actor``, the search is audited (``search``) with the query as typed and the IDs found:
     who looked up which names or birth dates is what a hospital's privacy officer asks, and the audit log is
@@ -63,6 +65,13 @@ def search_patients(
     candidate_id = normalize_patient_id(text)
     tokens = [t for t in (normalize_name(w) for w in re.split(r"[\s,;]+", text)) if t][:4]
     with session_scope() as session:
+        if text.isdigit() and len(text) < LIMITS["patient_id"]:
+            # A bare number is the number part of an ID ("100001" finds ED-100001), whatever the site prefix.
+            numbered = (
+                select(Patient).where(Patient.patient_id.like(f"%-{text}")).order_by(Patient.patient_id)
+            )
+            for numbered_patient in session.scalars(numbered.limit(limit)):
+                found.setdefault(numbered_patient.patient_id, summary_of(numbered_patient))
         if len(candidate_id) <= LIMITS["patient_id"] and PATIENT_ID_PREFIX_PATTERN.fullmatch(candidate_id):
             # In ID order an exact match is the first of its own prefix range: one query serves both.
             for p in repo.find_patients_by_id_prefix(session, candidate_id, limit):
