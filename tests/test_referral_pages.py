@@ -47,7 +47,11 @@ def _page(account: TestAccount, **params: str) -> AppTest:
 
 
 def test_the_crew_sees_the_proposal_with_reasons_and_sends_it(deployment: Deployment) -> None:
-    at = _page(deployment.crew, refer=str(deployment.study.study_id))
+    at = _page(deployment.crew)
+    assert "Your recent films" in [h.value for h in at.subheader]
+    assert deployment.patient.patient_id in texts(at)
+    at.button(key=f"ref.film.{deployment.study.study_id}").click().run()
+    assert not at.exception, at.exception
     shown = texts(at)
     proposal = service.propose(deployment.study.study_id, deployment.crew.user)
     for suggestion in proposal.proposed:

@@ -164,6 +164,24 @@ def proposal(user: AuthenticatedUser, study_id: int) -> None:
                 st.rerun()
 
 
+def recent_films(user: AuthenticatedUser) -> None:
+    """The crew's latest films, each with a "Refer" button (the proposal opens below)."""
+    films = service.recent_films(user)
+    if not films:
+        return
+    st.subheader("Your recent films", anchor=False)
+    for item in films:
+        who, when, action = st.columns([4, 2, 1.4], vertical_alignment="center")
+        who.markdown(
+            f"{xray_views.triage_badge(item.triage_level, False)} **{fmt.md(item.patient_id)}** "
+            f"{fmt.md(item.patient_name)}" + (" :gray[· referred]" if item.referred else "")
+        )
+        when.caption(fmt.moment(item.uploaded_at))
+        if action.button("Refer", key=f"ref.film.{item.study_id}", icon=":material/local_hospital:"):
+            st.query_params[REFER_PARAM] = str(item.study_id)
+            st.rerun()
+
+
 @st.fragment(run_every=POLL_SECONDS)
 def sent_referrals(user: AuthenticatedUser) -> None:
     """The crew's referrals with every department's answer as it comes (polled)."""
@@ -309,6 +327,8 @@ def render(user: AuthenticatedUser) -> None:
             quick_registration(user)
         if refer.isdigit() and len(refer) < 12:
             proposal(user, int(refer))
+        elif user.role == "ambulance":
+            recent_films(user)
         if user.role == "ambulance" or service.sent_by(user):
             st.subheader("Your referrals", anchor=False)
             sent_referrals(user)

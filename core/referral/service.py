@@ -443,3 +443,51 @@ def waiting_count(actor: AuthenticatedUser) -> int:
                 )
             ).all()
         )
+
+
+@dataclass(frozen=True)
+class RecentFilm:
+    """A film the crew uploaded lately, to refer from the Referrals page."""
+
+    study_id: int
+    patient_id: str
+    patient_name: str
+    uploaded_at: datetime
+    triage_level: str
+    referred: bool
+
+
+def recent_films(actor: AuthenticatedUser, *, limit: int = 5) -> tuple[RecentFilm, ...]:
+    """The films ``actor`` uploaded, newest first, and whether each has been referred already."""
+    with session_scope() as session:
+        studies = session.scalars(
+            select(models.Study)
+            .where(models.Study.uploaded_by == actor.id)
+            .order_by(models.Study.id.desc())
+            .limit(limit)
+        ).all()
+        out = []
+        for study in studies:
+            patient = session.get_one(models.Patient, study.patient_pk)
+            level = session.scalars(
+                select(models.Diagnosis.triage_level)
+                .where(models.Diagnosis.study_id == study.id)
+                .order_by(models.Diagnosis.id.desc())
+            ).first()
+            referred = (
+                session.scalars(
+                    select(models.Referral.id).where(models.Referral.study_id == study.id)
+                ).first()
+                is not None
+            )
+            out.append(
+                RecentFilm(
+                    study.id,
+                    patient.patient_id,
+                    f"{patient.given_name} {patient.family_name}".strip(),
+                    study.uploaded_at,
+                    level or "",
+                    referred,
+                )
+            )
+        return tuple(out)
