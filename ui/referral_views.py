@@ -10,6 +10,7 @@ from core.auth import AuthenticatedUser
 from core.errors import AppError, ValidationError
 from core.records import SEXES
 from core.referral import crew, service, sites
+from core.referral import fhir as referral_fhir
 from core.xray.diagnosis import get_diagnosis
 from ui import fmt, session, xray_views
 
@@ -159,7 +160,13 @@ def proposal(user: AuthenticatedUser, study_id: int) -> None:
             except AppError as exc:
                 st.error(fmt.md(str(exc)))
             else:
-                session.flash(f"Referral {referral_id} sent to {len(chosen)} department(s).")
+                try:
+                    outside = referral_fhir.send(referral_id, user)  # departments of other installations
+                except AppError as exc:
+                    st.error(fmt.md(str(exc)))
+                    return
+                extra = f" ({len(outside)} by FHIR to another installation)" if outside else ""
+                session.flash(f"Referral {referral_id} sent to {len(chosen)} department(s){extra}.")
                 st.query_params.clear()
                 st.rerun()
 
