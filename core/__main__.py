@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "users": "core.cli.accounts",
     "storage": "core.cli.storage",
     "report": "core.cli.report",
+    "pacs": "core.cli.pacs",
 }
 
 

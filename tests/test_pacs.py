@@ -1,0 +1,155 @@
+"""The PACS round trip against a real, throwaway Orthanc (tests/support/orthanc.py), on both databases:
+films STOWed to it are imported by ``python -m core pacs sync`` into the right record (or listed as
+unmatched, or refused with the reason), never twice; the read goes back as SR + secondary capture; a PACS
+that does not answer gives one sentence and nothing half-imported; unmatched films are attached or dismissed."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+from sqlalchemy import func, select
+
+from core.auth import AuthenticatedUser
+from core.errors import ConflictError
+from core.pacs import unmatched
+from core.pacs.client import DicomWebClient
+from core.pacs.sync import sync
+from core.xray.diagnosis import get_diagnosis
+from db import models
+from db.session import session_scope
+from tests.support.orthanc import Orthanc, _free_port, start_orthanc
+from tests.support.xray_samples import DICOM, NOT_CHEST_DICOM
+
+SR_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
+
+
+def film(path: Path, patient_id: str) -> bytes:
+    """The sample as a new film of ``patient_id`` (new study, series and instance UIDs)."""
+    ds = pydicom.dcmread(path)
+    ds.PatientID = patient_id
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def uid(data: bytes, keyword: str) -> str:
+    return str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).get(keyword))
+
+
+@pytest.fixture
+def pacs(tmp_path: Path, configure: Callable[..., None]) -> Iterator[Orthanc]:
+    orthanc = start_orthanc(tmp_path / "orthanc")
+    configure(pacs_url=orthanc.dicomweb)
+    yield orthanc
+    orthanc.stop()
+
+
+def imports() -> dict[str, tuple[str, int | None, str]]:
+    with session_scope() as session:
+        rows = session.scalars(select(models.PacsImport)).all()
+        return {r.sop_instance_uid: (r.status, r.study_id, r.reason) for r in rows}
+
+
+def dicom_out_available() -> bool:
+    try:
+        from core.handoff import dicom_out  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_sync_imports_matches_refuses_and_never_twice(
+    pacs: Orthanc, doctor: AuthenticatedUser, make_patient: Callable[..., object]
+) -> None:
+    make_patient("ED-7")
+    known, stranger, hand = film(DICOM, "ED-7"), film(DICOM, "NOBODY-9"), film(NOT_CHEST_DICOM, "ED-7")
+    client = DicomWebClient(pacs.dicomweb)
+    assert len(client.store([known, stranger, hand]).stored) == 3
+
+    report = sync(doctor)
+
+    assert report.imported == [uid(known, "SOPInstanceUID")]
+    assert report.unmatched == [uid(stranger, "SOPInstanceUID")]
+    assert report.refused == [uid(hand, "SOPInstanceUID")]
+    rows = imports()
+    status, study_id, _ = rows[uid(known, "SOPInstanceUID")]
+    assert status == "imported" and study_id is not None
+    view = get_diagnosis(study_id, doctor)
+    assert view.patient_id == "ED-7" and view.source_format == "dicom" and len(view.findings) == 14
+    assert rows[uid(stranger, "SOPInstanceUID")][:2] == ("unmatched", None)
+    assert "chest" in rows[uid(hand, "SOPInstanceUID")][2].lower()
+    with session_scope() as session:  # the stranger's film went into no record
+        assert session.scalar(select(func.count()).select_from(models.Study)) == 1
+
+    again = sync(doctor)
+    assert (again.imported, again.unmatched, again.refused) == ([], [], [])
+    assert len(imports()) == 3
+
+
+def test_read_goes_back_as_sr_and_secondary_capture(
+    pacs: Orthanc, doctor: AuthenticatedUser, make_patient: Callable[..., object]
+) -> None:
+    if not dicom_out_available():
+        pytest.skip(
+            "core.handoff.dicom_out (the SR / secondary-capture builders) is not in this checkout yet"
+        )
+    make_patient("ED-8")
+    known = film(DICOM, "ED-8")
+    client = DicomWebClient(pacs.dicomweb)
+    client.store([known])
+    report = sync(doctor)
+    assert report.error == "" and len(report.sent) == 1
+    classes = [i.sop_class_uid for i in client.search_instances(uid(known, "StudyInstanceUID"))]
+    assert len(classes) == 3 and any(c.startswith(SR_PREFIX) for c in classes)
+    assert sync(doctor).imported == []  # our own SR and SC are never imported back
+
+
+def test_pacs_down_gives_one_sentence_and_is_retried(
+    configure: Callable[..., None],
+    doctor: AuthenticatedUser,
+    make_patient: Callable[..., object],
+    tmp_path: Path,
+) -> None:
+    make_patient("ED-9")
+    configure(pacs_url=f"http://127.0.0.1:{_free_port()}/dicom-web")
+    report = sync(doctor)
+    assert "does not answer" in report.error and "\n" not in report.error
+    assert imports() == {}
+    orthanc = start_orthanc(tmp_path / "later")
+    try:
+        configure(pacs_url=orthanc.dicomweb)
+        DicomWebClient(orthanc.dicomweb).store([film(DICOM, "ED-9")])
+        assert len(sync(doctor).imported) == 1
+    finally:
+        orthanc.stop()
+
+
+def test_unmatched_film_is_attached_or_dismissed_once(
+    pacs: Orthanc, doctor: AuthenticatedUser, make_patient: Callable[..., object]
+) -> None:
+    make_patient("ED-10")
+    first, second = film(DICOM, "WRONG-1"), film(DICOM, "WRONG-2")
+    DicomWebClient(pacs.dicomweb).store([first, second])
+    sync(doctor)
+    listed = unmatched.list_unmatched(doctor)
+    assert [f.dicom_patient_id for f in listed] == ["WRONG-1", "WRONG-2"]
+    study_id = unmatched.attach(listed[0].id, "ED-10", doctor)
+    assert get_diagnosis(study_id, doctor).patient_id == "ED-10"
+    unmatched.dismiss(listed[1].id, "a test film from the vendor", doctor)
+    assert unmatched.list_unmatched(doctor) == ()
+    with pytest.raises(ConflictError):
+        unmatched._resolve(listed[1].id, doctor, status="dismissed")
+    with session_scope() as session:
+        actions = session.scalars(
+            select(models.AuditLog.entity_id).where(
+                models.AuditLog.entity_type == "pacs_import", models.AuditLog.action == "update"
+            )
+        ).all()
+    assert sorted(actions) == sorted([str(listed[0].id), str(listed[1].id)])
