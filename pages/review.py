@@ -30,9 +30,10 @@ with links:
     left.page_link(session.XRAY_PAGE, label="X-ray result", icon=":material/radiology:")
     right.page_link(session.HISTORY_PAGE, label="Imaging history", icon=":material/history:")
 source = (
-    f"from {fmt.md(state.based_on_by)}'s reading of {fmt.moment(state.based_on_at)}"
+    f"from {fmt.md(state.based_on_by)}'s {'signed ' if state.signed else ''}reading of "
+    f"{fmt.moment(state.based_on_at)}"
     if state.based_on
-    else "from the model's read"
+    else "from the model's read: its suggestions are shown beside each finding, not set for you"
 )
 st.markdown(f"{xray_views.status_badge(state.status)} :gray[Pre-filled {source}.]")
 views.unsaved(state, user)
@@ -47,11 +48,30 @@ with model_col:
 with reading_col:
     st.markdown("**Your reading: findings**")
     with st.container(border=True):
-        labels = views.finding_labels(state)
+        labels, sources = views.finding_labels(state)
     note = st.text_area("Note", value=state.note, max_chars=2000, key=f"{views.prefix(state)}note")
-    save, draft = st.columns(2)
-    if save.button("Save and mark reviewed", type="primary", icon=":material/task_alt:", width="stretch"):
-        views.save(state, labels, boxes, note, user, mark_reviewed=True)
-    if draft.button("Save draft", icon=":material/save:", width="stretch"):
-        views.save(state, labels, boxes, note, user, mark_reviewed=False)
+    views.leave_guard(views.dirty(state, labels, sources, boxes, note))
+    if state.signed:
+        st.info(
+            "This film has a signed reading. Changing it needs a new signed reading with a reason; "
+            "the signed reading is kept.",
+            icon=":material/verified:",
+        )
+        reason = st.text_input("Reason for the amendment", max_chars=1000, key=f"{views.prefix(state)}reason")
+        if st.button("Amend and sign", type="primary", icon=":material/verified:", width="stretch"):
+            views.save(
+                state, labels, boxes, note, user, True, sources=sources, sign=True, amend_reason=reason
+            )
+    else:
+        sign, save, draft = st.columns(3)
+        if sign.button("Save and sign", type="primary", icon=":material/verified:", width="stretch"):
+            views.save(state, labels, boxes, note, user, True, sources=sources, sign=True)
+        if save.button("Save as reviewed", icon=":material/task_alt:", width="stretch"):
+            views.save(state, labels, boxes, note, user, True, sources=sources)
+        if draft.button("Save draft", icon=":material/save:", width="stretch"):
+            views.save(state, labels, boxes, note, user, False, sources=sources)
+        st.caption(
+            "**Save and sign** makes you the reader of record (every finding must be set or accepted); "
+            "a signed reading can later be changed only by a signed amendment with a reason."
+        )
 views.history(state.study_id)

@@ -72,9 +72,10 @@ def test_the_editor_shows_the_model_read_and_a_prefilled_reading(
     state = at.session_state[correction_views.STATE]
     assert state.study_id == study.study_id and "LOVELACE, Ada · ED-1" in [h.value for h in at.subheader]
     shown = texts(at)
-    assert "The model's read" in shown and "Pre-filled from the model's read." in shown
-    for f in study.findings:
-        assert at.radio(key=radio_key(state, f.name)).value == (cx.PRESENT if f.flagged else cx.ABSENT)
+    assert "The model's read" in shown and "Pre-filled from the model's read" in shown
+    for f in study.findings:  # nothing is the doctor's label until the doctor sets it (no rubber-stamping)
+        assert at.radio(key=radio_key(state, f.name)).value == correction_views.NOT_SET
+        assert f"model: {cx.PRESENT if f.flagged else cx.ABSENT}" in shown
     model_table = at.dataframe[0].value
     assert list(model_table["Finding"]) == [f.label for f in study.findings]
     assert "Boxes to save" in shown and "Nobody has reviewed this film yet." in shown
@@ -93,14 +94,15 @@ def test_correcting_a_finding_saves_a_correction_and_marks_the_study_corrected(
     name = state.finding_names[0]
     new = cx.ABSENT if state.labels[name] == cx.PRESENT else cx.PRESENT
     at.radio(key=radio_key(state, name)).set_value(new).run()
-    assert ":orange-badge[changed]" in texts(at)
+    assert ":orange-badge[differs from model]" in texts(at)
     at.text_area(key=f"{correction_views.prefix(state)}note").set_value("Looks different to me.")
-    next(b for b in at.button if b.label == "Save and mark reviewed").click().run()
+    next(b for b in at.button if b.label == "Save as reviewed").click().run()
     assert not at.exception, at.exception
     assert "the study is marked corrected" in texts(at)
 
     [row] = corrections()
     assert row.labels[name] == new and row.note == "Looks different to me." and row.status == "corrected"
+    assert row.label_sources == {n: "doctor" if n == name else "model" for n in state.finding_names}
     assert [b["label"] for b in row.boxes] == [b.label for b in state.boxes]  # boxes kept as loaded
     reloaded = at.session_state[correction_views.STATE]
     assert reloaded.study_version == state.study_version + 1 and reloaded.based_on == row.id
@@ -114,7 +116,7 @@ def test_agreeing_marks_reviewed_and_a_draft_keeps_new(account: TestAccount, stu
     next(b for b in at.button if b.label == "Save draft").click().run()
     assert "Draft saved" in texts(at)
     assert [c.reviewed for c in corrections()] == [False]
-    next(b for b in at.button if b.label == "Save and mark reviewed").click().run()
+    next(b for b in at.button if b.label == "Save as reviewed").click().run()
     assert "the study is marked reviewed" in texts(at)
     assert [c.status for c in corrections()] == ["new", "reviewed"]
 
@@ -125,7 +127,7 @@ def test_a_refused_note_is_explained_and_nothing_is_saved(
     at = open_editor(account, study.study_id)
     state = at.session_state[correction_views.STATE]
     at.text_area(key=f"{correction_views.prefix(state)}note").set_value("bad \x07 bell")
-    next(b for b in at.button if b.label == "Save and mark reviewed").click().run()
+    next(b for b in at.button if b.label == "Save as reviewed").click().run()
     assert not at.exception, at.exception
     assert any("not allowed" in e.value for e in at.error)
     assert corrections() == []
@@ -143,7 +145,7 @@ def test_a_save_after_someone_elses_conflicts_and_keeps_what_was_entered(
     theirs = cx.get_editor_state(study.study_id, other, audit=False)
     cx.save_correction(study.study_id, dict(theirs.labels), [], "theirs", theirs.study_version, other)
 
-    next(b for b in at.button if b.label == "Save and mark reviewed").click().run()
+    next(b for b in at.button if b.label == "Save as reviewed").click().run()
     assert not at.exception, at.exception
     assert any("changed by someone else" in e.value and "dr.other" in e.value for e in at.error)
     assert [c.note for c in corrections()] == ["theirs"]
@@ -223,8 +225,49 @@ def test_boxes_from_the_editor_are_saved_in_the_films_pixels(
     at.session_state[key] = [{"bbox": [64.0, 32.0, 128.0, 96.0], "label_id": 5, "label": "Pneumothorax"}]
     at.run()
     assert not at.exception, at.exception
-    next(b for b in at.button if b.label == "Save and mark reviewed").click().run()
+    next(b for b in at.button if b.label == "Save as reviewed").click().run()
     [row] = corrections()
     # The 1024 px film is edited at 640 px: 1.6 original pixels per editor pixel.
     assert row.boxes == [{"label": "Pneumothorax", "x1": 102.4, "y1": 51.2, "x2": 307.2, "y2": 204.8}]
     assert row.status == "corrected"
+
+
+def test_accepting_the_suggestions_then_sign_then_amend_with_a_reason(
+    account: TestAccount, study: dx.DiagnosisView
+) -> None:
+    at = open_editor(account, study.study_id)
+    state = at.session_state[correction_views.STATE]
+    first = state.finding_names[0]
+    at.radio(key=radio_key(state, first)).set_value(cx.UNCERTAIN).run()
+    assert "You have unsaved changes" in texts(at)  # leaving now would lose work: the page says so
+    next(b for b in at.button if b.label == "Save and sign").click().run()
+    assert any("before signing" in e.value for e in at.error) and corrections() == []
+
+    next(b for b in at.button if b.label.startswith("Accept the model's suggestions")).click().run()
+    for name in state.finding_names[1:]:
+        assert at.radio(key=radio_key(state, name)).value == state.model_labels[name]
+    next(b for b in at.button if b.label == "Save and sign").click().run()
+    assert not at.exception, at.exception
+    assert "Saved and signed" in texts(at)
+    [row] = corrections()
+    assert row.signed_at is not None and row.signed_by == account.user.id
+    assert row.label_sources == {n: "doctor" if n == first else "accepted" for n in state.finding_names}
+
+    # Signed: only "Amend and sign" with a reason is offered; without a reason it is refused.
+    labels = [b.label for b in at.button]
+    assert "Amend and sign" in labels and "Save as reviewed" not in labels and "Save draft" not in labels
+    next(b for b in at.button if b.label == "Amend and sign").click().run()
+    assert any("Say why" in e.value for e in at.error) and len(corrections()) == 1
+    signed = at.session_state[correction_views.STATE]
+    at.text_input(key=f"{correction_views.prefix(signed)}reason").set_value("Second look at the apex")
+    at.radio(key=radio_key(signed, first)).set_value(cx.PRESENT).run()
+    next(b for b in at.button if b.label == "Amend and sign").click().run()
+    assert not at.exception, at.exception
+    assert "amended and signed" in texts(at)
+    old, new = corrections()
+    assert (
+        new.amends_id == old.id
+        and new.amend_reason == "Second look at the apex"
+        and new.labels[first] == "present"
+    )
+    assert "amended, signed" in list(at.dataframe[-1].value["Status"])

@@ -1,9 +1,11 @@
 """Widgets of the correction pages: the model's read, the finding labels, the box editor, saving, history.
 
-The box editor is the ``detection`` component of ``streamlit-image-annotation`` (move, resize, delete,
-relabel and draw boxes; it hands its boxes back when **Complete** is pressed). It is fed a copy of the
-display image shrunk to at most ``EDITOR_SIDE`` px, so its pixels map to the study's frame with one factor
-per axis. Every widget key carries the study and its version: another study, or the same study after a
+The box editor is :func:`ui.box_editor.box_editor` (streamlit-image-annotation's detection canvas: move,
+resize, delete, relabel and draw boxes), which applies every change at once, so a box drawn is a box saved
+without pressing the editor's own Complete. It is fed a copy of the display image shrunk to at most
+``EDITOR_SIDE`` px, so its pixels map to the study's frame with one factor per axis. Findings start **not
+set**, with the model's suggestion beside each: a label is the doctor's only when the doctor sets it, or
+presses "Accept the model's suggestions" (stored as ``accepted``). Every widget key carries the study and its version: another study, or the same study after a
 save, starts from the freshly loaded reading, while a rerun keeps what the doctor has done so far.
 """
 
@@ -13,17 +15,18 @@ from typing import Any
 
 import streamlit as st
 from PIL import Image
-from streamlit_image_annotation import detection
 
 from core.auth import AuthenticatedUser
 from core.errors import ConflictError, ValidationError
 from core.review import corrections
 from core.review.corrections import FINDING_LABELS, CorrectedBox, EditorState
 from ui import fmt, session, xray_views
+from ui.box_editor import box_editor as box_canvas
 
 STATE = "cx.state"  # the EditorState on show (a frozen DTO); its study_version is what a save is based on
 UNSAVED = "cx.unsaved"  # (labels, boxes, note) of a save refused by a conflict, shown after the reload
 EDITOR_SIDE = 640
+NOT_SET = "not set"
 
 
 def prefix(state: EditorState) -> str:
@@ -72,25 +75,79 @@ def model_read(state: EditorState) -> None:
         st.caption(f"{state.unusable_model_boxes} model box(es) have a label outside the detector's classes.")
 
 
-def finding_labels(state: EditorState) -> dict[str, str]:
-    """One present / absent / uncertain choice per finding, pre-filled; returns the choices."""
-    chosen = {}
+def _initial(state: EditorState, name: str) -> str:
+    """A finding's choice as loaded: the previous reading's label where a doctor set it, else not set."""
+    if state.sources.get(name, "model") == "model":
+        return NOT_SET
+    return state.labels.get(name, NOT_SET)
+
+
+def _accept_all(state: EditorState) -> None:
+    """Button callback: every finding still not set takes the model's suggestion, marked 'accepted'."""
+    accepted = st.session_state.setdefault(f"{prefix(state)}accepted", set())
+    for f in state.findings:
+        key = f"{prefix(state)}label.{f.name}"
+        if st.session_state.get(key, _initial(state, f.name)) == NOT_SET:
+            st.session_state[key] = state.model_labels[f.name]
+            accepted.add(f.name)
+
+
+def _set_by_doctor(state: EditorState, name: str) -> None:
+    st.session_state.setdefault(f"{prefix(state)}accepted", set()).discard(name)
+
+
+def finding_labels(state: EditorState) -> tuple[dict[str, str], dict[str, str]]:
+    """One not set / present / absent / uncertain choice per finding, the model's suggestion beside it;
+    returns (labels, sources): a finding left unset carries the model's suggestion with source 'model'."""
+    labels: dict[str, str] = {}
+    sources: dict[str, str] = {}
     model = state.model_labels
+    accepted = st.session_state.setdefault(f"{prefix(state)}accepted", set())
+    options = (NOT_SET, *FINDING_LABELS)
     for f in state.findings:
         text, choice = st.columns([2, 3], vertical_alignment="center")
+        key = f"{prefix(state)}label.{f.name}"
+        st.session_state.setdefault(key, _initial(state, f.name))
         value = choice.radio(
             f.label,
-            FINDING_LABELS,
-            index=FINDING_LABELS.index(state.labels.get(f.name, model[f.name])),
+            options,
             format_func=fmt.label,
             horizontal=True,
             label_visibility="collapsed",
-            key=f"{prefix(state)}label.{f.name}",
+            key=key,
+            on_change=_set_by_doctor,
+            args=(state, f.name),
         )
-        chosen[f.name] = value or model[f.name]
-        changed = " :orange-badge[changed]" if chosen[f.name] != model[f.name] else ""
-        text.markdown(f"**{f.label}** :gray[{f.probability:.0%}]{changed}")
-    return chosen
+        if value is None or value == NOT_SET:
+            labels[f.name], sources[f.name] = model[f.name], "model"
+        else:
+            labels[f.name] = value
+            previous = state.sources.get(f.name, "model")
+            if f.name in accepted:
+                sources[f.name] = "accepted"
+            elif value == state.labels.get(f.name) and previous != "model":
+                sources[f.name] = previous  # as the loaded reading had it
+            else:
+                sources[f.name] = "doctor"
+        suggestion = f":gray[model: {model[f.name]} {f.probability:.0%}]"
+        tag = (
+            " :orange-badge[differs from model]"
+            if sources[f.name] != "model" and labels[f.name] != model[f.name]
+            else ""
+        )
+        tag += " :blue-badge[not set]" if sources[f.name] == "model" else ""
+        text.markdown(f"**{f.label}** {suggestion}{tag}")
+    unset = sum(v == "model" for v in sources.values())
+    st.button(
+        f"Accept the model's suggestions for the {unset} finding(s) not set",
+        icon=":material/done_all:",
+        disabled=not unset,
+        on_click=_accept_all,
+        args=(state,),
+        key=f"{prefix(state)}accept",
+        help="Recorded as 'accepted' (not as labels you set) in the reading and the training export.",
+    )
+    return labels, sources
 
 
 def box_editor(state: EditorState) -> tuple[CorrectedBox, ...]:
@@ -101,19 +158,21 @@ def box_editor(state: EditorState) -> tuple[CorrectedBox, ...]:
     with Image.open(state.preview_path) as preview:
         shown = preview.convert("L").resize(size, Image.Resampling.BILINEAR)
     st.caption(
-        "Click a box to select it, then drag to move it or pull its handles to resize it; drag on the film to "
-        "draw a new one; **Class** relabels the selected box, **Mode: Del** deletes boxes on click. "
-        "Press **Complete** to apply your box changes before saving."
+        "Choose the **Class** first, then drag on the film to draw a box; click a box to select it, drag to "
+        "move it or pull its handles to resize it; **Class** relabels the selected box, **Mode: Del** deletes "
+        "boxes on click. Every change is applied at once (no need to press Complete). Classes after the "
+        "detector's mark findings it does not know; they go to the training export's side file."
     )
-    classes = corrections.box_classes()
-    drawn = detection(
-        image_path=shown,
-        label_list=list(classes),
-        bboxes=[
+    classes = corrections.markable_classes(state.finding_names)
+    shown_boxes = [b for b in state.boxes if b.label in classes]
+    drawn = box_canvas(
+        shown,
+        list(classes),
+        [
             [b.x1 / scale_x, b.y1 / scale_y, (b.x2 - b.x1) / scale_x, (b.y2 - b.y1) / scale_y]
-            for b in state.boxes
+            for b in shown_boxes
         ],
-        labels=[classes.index(b.label) for b in state.boxes],
+        [classes.index(b.label) for b in shown_boxes],
         width=size[0],
         height=size[1],
         line_width=2,
@@ -140,11 +199,24 @@ def save(
     note: str,
     user: AuthenticatedUser,
     mark_reviewed: bool,
+    *,
+    sources: dict[str, str] | None = None,
+    sign: bool = False,
+    amend_reason: str = "",
 ) -> None:
     """Save the reading; on success reload and say what the study became, else say why nothing was saved."""
     try:
         saved = corrections.save_correction(
-            state.study_id, labels, boxes, note, state.study_version, user, mark_reviewed
+            state.study_id,
+            labels,
+            boxes,
+            note,
+            state.study_version,
+            user,
+            mark_reviewed,
+            sources=sources,
+            sign=sign,
+            amend_reason=amend_reason,
         )
     except ValidationError as exc:
         for message in exc.errors.values():
@@ -155,10 +227,13 @@ def save(
         session.flash(str(exc), "error")
         st.rerun()
     reload(user)
-    if not mark_reviewed:
+    if sign:
+        what = "amended and signed" if state.signed else "signed"
+        session.flash(f"Saved and {what}: you are the reader of record. The model's read is kept beside it.")
+    elif not mark_reviewed:
         session.flash("Draft saved; the study still waits for review.", "info")
     elif saved.status == "reviewed":
-        session.flash("Saved: the study is marked reviewed (you agreed with the model).")
+        session.flash("Saved: the study is marked reviewed (your reading agrees with the model's).")
     else:
         session.flash("Saved: the study is marked corrected. The model's read is kept beside your reading.")
     st.rerun()
@@ -207,13 +282,52 @@ def history(study_id: int) -> None:
             {
                 "Saved": fmt.moment(c.created_at),
                 "By": c.created_by,
-                "Status": c.status if c.reviewed else f"draft ({c.status})",
+                "Status": (
+                    ("amended, signed" if c.amends else "signed")
+                    if c.signed
+                    else (c.status if c.reviewed else f"draft ({c.status})")
+                ),
                 "Changed findings": ", ".join(
                     f"{n.replace('_', ' ')}: {c.labels[n]}" for n in c.changed_findings
                 ),
                 "Boxes": f"{len(c.boxes)}{' (changed)' if c.boxes_changed else ''}",
                 "Note": c.note,
+                "Amendment reason": c.amend_reason,
             }
             for c in saved
         ]
         st.dataframe(rows, hide_index=True)
+
+
+def dirty(
+    state: EditorState,
+    labels: dict[str, str],
+    sources: dict[str, str],
+    boxes: tuple[CorrectedBox, ...],
+    note: str,
+) -> bool:
+    """Whether the form holds anything not saved yet (labels set, boxes changed or a note typed)."""
+    loaded_sources = {n: state.sources.get(n, "model") for n in labels}
+    return (
+        sources != loaded_sources
+        or any(labels[n] != state.labels.get(n) for n in labels if sources[n] != "model")
+        or not corrections.same_boxes(boxes, state.boxes)
+        or note.strip() != state.note.strip()
+    )
+
+
+def leave_guard(active: bool) -> None:
+    """While the form holds unsaved changes: a warning on the page and the browser's own "leave site?"
+    question on reload or close (removed again once saved)."""
+    if active:
+        st.warning(
+            "You have unsaved changes: save, sign or save a draft before leaving this page.",
+            icon=":material/edit_note:",
+        )
+    flag = "true" if active else "false"
+    st.iframe(
+        "<script>(function(){var w=window.parent;"
+        "if(!w.__cxrGuard){w.__cxrGuard=function(e){if(w.__cxrDirty){e.preventDefault();e.returnValue='';}};"
+        f"w.addEventListener('beforeunload',w.__cxrGuard);}}w.__cxrDirty={flag};}})();</script>",
+        height=1,
+    )

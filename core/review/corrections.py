@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ __all__ = [
     "QueueItem",
     "box_classes",
     "markable_classes",
+    "same_boxes",
     "boxes_from_xywh",
     "correction_history",
     "get_editor_state",
@@ -127,6 +128,8 @@ class EditorState:
     based_on_by: str = ""
     based_on_at: datetime | None = None
     unusable_model_boxes: int = 0  # model boxes whose label is not a detector class (left out of the editor)
+    sources: dict[str, str] = field(default_factory=dict)  # finding -> LABEL_SOURCES of ``labels``
+    signed: bool = False  # ``based_on`` is a signed reading: only a signed amendment with a reason may follow
 
     @property
     def finding_names(self) -> tuple[str, ...]:
@@ -155,6 +158,9 @@ class CorrectionView:
     changed_findings: tuple[str, ...]  # findings labelled otherwise than the model read them
     boxes_changed: bool
     study_version: int | None = None  # the study's version after the save (set by save_correction only)
+    signed: bool = False
+    amends: int | None = None  # the signed reading this one amends
+    amend_reason: str = ""
 
 
 # ---------------------------------------------------------------- helpers
@@ -180,7 +186,7 @@ def _stored_boxes(values: Iterable[Mapping[str, Any]]) -> tuple[CorrectedBox, ..
     return tuple(Box.from_json(b) for b in values)
 
 
-def _same_boxes(a: Sequence[CorrectedBox], b: Sequence[CorrectedBox]) -> bool:
+def same_boxes(a: Sequence[CorrectedBox], b: Sequence[CorrectedBox]) -> bool:
     """Whether two box lists are the same boxes (any order), each corner within BOX_TOLERANCE_PX."""
     if len(a) != len(b):
         return False
@@ -225,8 +231,11 @@ def _view(
         created_by=username,
         created_at=c.created_at,
         changed_findings=tuple(name for name in model if c.labels.get(name) != model[name]),
-        boxes_changed=not _same_boxes(boxes, _editable_model_boxes(diagnosis)),
+        boxes_changed=not same_boxes(boxes, _editable_model_boxes(diagnosis)),
         study_version=study_version,
+        signed=c.signed_at is not None,
+        amends=c.amends_id,
+        amend_reason=c.amend_reason or "",
     )
 
 
@@ -340,9 +349,13 @@ def get_editor_state(study_id: int, actor: AuthenticatedUser, *, audit: bool = T
             latest, username = rows[0]
             labels, boxes, note = _ordered(latest.labels, diagnosis), _stored_boxes(latest.boxes), latest.note
             based_on, based_on_by, based_on_at = latest.id, username, latest.created_at
+            sources = dict.fromkeys(labels, "doctor")
+            sources.update({k: str(v) for k, v in (latest.label_sources or {}).items()})
+            signed = latest.signed_at is not None
         else:
             labels, boxes, note = _model_labels(diagnosis), _editable_model_boxes(diagnosis), ""
             based_on, based_on_by, based_on_at = None, "", None
+            sources, signed = dict.fromkeys(labels, "model"), False
         if audit:
             write_audit(
                 session,
@@ -374,6 +387,8 @@ def get_editor_state(study_id: int, actor: AuthenticatedUser, *, audit: bool = T
             based_on_by=based_on_by,
             based_on_at=based_on_at,
             unusable_model_boxes=sum(b.label not in box_classes() for b in model_boxes),
+            sources=sources,
+            signed=signed,
         )
 
 
@@ -449,7 +464,7 @@ def save_correction(
             _check_version(study.version, expected_version)
 
             model_labels = _model_labels(diagnosis)
-            agrees = clean_labels == model_labels and _same_boxes(
+            agrees = clean_labels == model_labels and same_boxes(
                 checked_boxes, _editable_model_boxes(diagnosis)
             )
             before = study.status
