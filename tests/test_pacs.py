@@ -18,7 +18,7 @@ from core.auth import AuthenticatedUser
 from core.errors import ConflictError
 from core.pacs import unmatched
 from core.pacs.client import DicomWebClient
-from core.pacs.sync import sync
+from core.pacs.sync import send_reading, sync
 from core.xray.diagnosis import get_diagnosis
 from db import models
 from db.session import session_scope
@@ -32,6 +32,8 @@ def film(path: Path, patient_id: str) -> bytes:
     """The sample as a new film of ``patient_id`` (new study, series and instance UIDs)."""
     ds = pydicom.dcmread(path)
     ds.PatientID = patient_id
+    for keyword in ("PatientBirthDate", "PatientSex", "StudyID", "AccessionNumber", "ReferringPhysicianName"):
+        setattr(ds, keyword, ds.get(keyword, ""))  # type 2: present, maybe empty, as a modality sends them
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     out = io.BytesIO()
@@ -109,6 +111,18 @@ def test_read_goes_back_as_sr_and_secondary_capture(
     classes = [i.sop_class_uid for i in client.search_instances(uid(known, "StudyInstanceUID"))]
     assert len(classes) == 3 and any(c.startswith(SR_PREFIX) for c in classes)
     assert sync(doctor).imported == []  # our own SR and SC are never imported back
+    study_id = imports()[uid(known, "SOPInstanceUID")][1]
+    assert study_id is not None
+    again = send_reading(study_id, doctor, reason="sign-off")  # e.g. after the doctor signs
+    assert len(again) == 2
+    on_pacs = {i.sop_instance_uid for i in client.search_instances(uid(known, "StudyInstanceUID"))}
+    assert set(again) <= on_pacs  # in the original study
+    with session_scope() as session:
+        sent = session.scalars(
+            select(models.PacsExport.sop_instance_uid).where(models.PacsExport.study_id == study_id)
+        )
+        assert set(sent) == on_pacs - {uid(known, "SOPInstanceUID")}
+    assert sync(doctor).imported == []
 
 
 def test_pacs_down_gives_one_sentence_and_is_retried(

@@ -207,17 +207,23 @@ def send_reading(
         raise ReadNotExportable("The DICOM SR / secondary-capture export is not available here.") from None
 
     client = client or pacs_client()
-    datasets = {
-        "sr": dicom_out.build_sr(study_id, actor),
-        "sc": dicom_out.build_secondary_capture(study_id, actor),
-    }
+    sr, sc = dicom_out.build_both(study_id, actor)  # one gathering: the SR references the SC
+    datasets = {"sr": sr, "sc": sc}
     result = client.store(datasets.values())
     uids = {kind: str(ds.SOPInstanceUID) for kind, ds in datasets.items()}
     with session_scope() as session:
         study = session.get(models.Study, study_id)
         patient = session.get(models.Patient, study.patient_pk) if study is not None else None
+        already = set(
+            session.scalars(
+                select(models.PacsExport.sop_instance_uid).where(
+                    models.PacsExport.sop_instance_uid.in_(list(uids.values()))
+                )
+            )
+        )
         for kind, uid in uids.items():
-            if uid in result.stored:
+            # the same read exported again is the same instance (dicom_out derives the UIDs): recorded once
+            if uid in result.stored and uid not in already:
                 session.add(
                     models.PacsExport(
                         study_id=study_id, sop_instance_uid=uid, kind=kind, reason=reason, sent_by=actor.id
