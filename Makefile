@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3.11
 
-.PHONY: setup run test test-fast browser lint
+.PHONY: setup run test test-fast browser pacs-deps lint
 
 setup: $(VENV)/.installed
 
@@ -22,7 +22,12 @@ run: setup
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
-test: setup browser
+# Debian's Orthanc with its DICOMweb plugin: the throwaway PACS of tests/test_pacs.py (and the README's demo PACS).
+pacs-deps:
+	@test -x /usr/sbin/Orthanc -a -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so || \
+		(apt-get update -qq && apt-get install -y -qq orthanc orthanc-dicomweb >/dev/null)
+
+test: setup browser pacs-deps
 	$(PY) -m pytest
 
 # The inner loop: everything but the model-training (`slow`) and real-browser tests, both databases, on every
