@@ -103,10 +103,12 @@ def _age(born: date, on: date) -> int:
 
 
 def rule_findings(view: DiagnosisView) -> tuple[str, ...]:
-    """The read's flagged findings (likely, then possible), urgent ones first: what the rule serves."""
-    flagged = [*view.likely, *(f for f in view.possible if f not in view.likely)]
+    """What the rule serves: the read's urgent findings (the model card's triage findings) that are likely or
+    possible, then its other likely findings; urgent first, in the read's order (likely before possible)."""
     urgent = {f.name for f in view.findings if f.urgent}
-    return tuple(sorted(flagged, key=lambda name: (name not in urgent, flagged.index(name))))
+    flagged = [*view.likely, *(f for f in view.possible if f not in view.likely)]
+    chosen = [f for f in flagged if f in urgent or f in view.likely]
+    return tuple(sorted(chosen, key=lambda name: (name not in urgent, chosen.index(name))))
 
 
 def _places(session: Session) -> list[rule.Place]:
