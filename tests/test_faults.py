@@ -626,3 +626,28 @@ def test_the_database_going_down_at_submit_shows_a_sentence_and_keeps_the_typed_
     assert at.text_input(key=VISIT_REASON).value == typed
     at.button(key=f"FormSubmitter:{VISIT_FORM}.form-Add visit").click().run()
     assert not at.exception and "Visit added." in texts(at)
+
+
+def test_a_visit_typed_while_the_database_was_down_never_reaches_another_patient(
+    make_patient: Callable[..., PatientRecord],
+    make_user: Callable[..., TestAccount],
+    configure: Callable[..., None],
+) -> None:
+    """The kept values belong to the patient they were typed for: opening another record starts empty."""
+    make_patient("ED-PAGE-ONE")
+    make_patient("ED-PAGE-TWO")
+    at = _open_record(login(make_user("two.patients")), "ED-PAGE-ONE")
+    working = get_settings().database_url
+    configure(database_url=CLOSED_PORT_URL)
+    dispose_engines()
+    _add_visit(at, "Typed for patient one")
+    assert [e.value for e in at.error][0].startswith("The patient database cannot be reached")
+    configure(database_url=working)
+    dispose_engines()
+    at.run()
+    assert at.text_input(key=VISIT_REASON).value == "Typed for patient one"
+    at.query_params["patient"] = "ED-PAGE-TWO"  # the doctor opens the next patient (a link to the record)
+    at.run()
+    assert not at.exception, at.exception
+    assert "ED-PAGE-TWO" in texts(at)
+    assert at.text_input(key=VISIT_REASON).value == ""
