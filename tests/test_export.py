@@ -118,7 +118,7 @@ def test_export_writes_images_labels_yolo_and_manifest(
     # labels.csv: the two reviewed studies (never a draft, an untouched or an unreviewed study).
     with (out / "labels.csv").open(newline="") as f:
         header = next(csv.reader(f))
-    assert header == [*export.LEADING_COLUMNS, *findings]
+    assert header == [*export.LEADING_COLUMNS, *findings, "signed", *(f"{f}_source" for f in findings)]
     rows = {int(r["study_id"]): r for r in read_labels(out)}
     assert set(rows) == {wide.study_id, agreed.study_id}
     history = cx.correction_history(wide.study_id)[0]
@@ -299,3 +299,77 @@ def test_command_line(
     assert "administrator" in capsys.readouterr().err
     assert main(["corrections", "export", str(tmp_path / "y"), "--user", "nobody"]) == 2
     assert "No active user" in capsys.readouterr().err
+
+
+def test_export_marks_label_provenance_and_keeps_unknown_box_classes_aside(
+    make_patient: MakePatient, doctor: AuthenticatedUser, admin: AuthenticatedUser, tmp_path: Path
+) -> None:
+    """Issue 12: a label the doctor left unset is no label; accepted and doctor-set labels are marked; a
+    signed reading says so; a box of a finding the detector does not know goes to extra_boxes.json."""
+    make_patient("ED-1")
+    film = dx.diagnose_upload("ED-1", png_variant(5), "film.png", doctor)
+    state = cx.get_editor_state(film.study_id, doctor, audit=False)
+    first, second, third, *rest = state.finding_names
+    extra = next(n for n in cx.markable_classes(state.finding_names) if n not in cx.BOX_CLASSES)
+    sources = {first: "doctor", second: "accepted", third: "model", **dict.fromkeys(rest, "accepted")}
+    labels = {**state.model_labels, first: cx.PRESENT, third: cx.PRESENT}
+    cx.save_correction(
+        film.study_id,
+        labels,
+        [cx.CorrectedBox("Effusion", 10, 10, 100, 100), cx.CorrectedBox(extra, 200, 200, 400, 300)],
+        "",
+        state.study_version,
+        doctor,
+        sources=sources,
+    )
+    state = cx.get_editor_state(film.study_id, doctor, audit=False)
+    signed_sources = {**sources, third: "doctor"}
+    cx.save_correction(
+        film.study_id,
+        {**labels, third: cx.ABSENT},
+        state.boxes,
+        "",
+        state.study_version,
+        doctor,
+        sources=signed_sources,
+        sign=True,
+    )
+    manifest = export.export_reviewed(tmp_path / "out", admin)
+    [row] = read_labels(tmp_path / "out")
+    assert row["signed"] == "1"
+    assert [row[f"{f}_source"] for f in state.finding_names] == [
+        signed_sources[f] for f in state.finding_names
+    ]
+    assert row[first] == "1" and row[third] == "0"
+    assert row[second] == ("1" if state.model_labels[second] == cx.PRESENT else "0")
+    counts = manifest.document["counts"]
+    assert counts["label_sources"]["doctor"] == 2 and counts["label_sources"]["model"] == 0
+    assert counts["boxes"] == 1 and counts["extra_boxes"] == 1
+    lines = (tmp_path / "out/yolo/labels" / f"{film.sha256}.txt").read_text().splitlines()
+    assert [line.split()[0] for line in lines] == [str(cx.BOX_CLASSES.index("Effusion"))]
+    side = json.loads((tmp_path / "out/extra_boxes.json").read_text())
+    assert side[film.sha256]["boxes"] == [
+        {"label": extra, "x1": 200.0, "y1": 200.0, "x2": 400.0, "y2": 300.0}
+    ]
+
+
+def test_an_unset_finding_is_exported_as_no_label(
+    make_patient: MakePatient, doctor: AuthenticatedUser, admin: AuthenticatedUser, tmp_path: Path
+) -> None:
+    make_patient("ED-1")
+    film = dx.diagnose_upload("ED-1", png_variant(6), "film.png", doctor)
+    state = cx.get_editor_state(film.study_id, doctor, audit=False)
+    first, *rest = state.finding_names
+    cx.save_correction(
+        film.study_id,
+        {**state.model_labels, first: cx.PRESENT},
+        [],
+        "",
+        state.study_version,
+        doctor,
+        sources={first: "doctor", **dict.fromkeys(rest, "model")},
+    )
+    export.export_reviewed(tmp_path / "out", admin)
+    [row] = read_labels(tmp_path / "out")
+    assert row[first] == "1" and row["signed"] == "0"
+    assert all(row[f] == "" and row[f"{f}_source"] == "model" for f in rest)  # the model's guess is no label

@@ -10,10 +10,17 @@ retraining command, ``core.training.corrections_data``, reads exactly this):
   (HMAC-SHA256 hex of the patient ID keyed with the site's secret, :func:`patient_key`: splits can be
   patient-disjoint without the ID, and nobody without the secret can test IDs against it), ``reviewed_at`` (ISO
   8601 UTC), ``reviewed_by`` (username), then the active classifier card's findings in its order:
-  ``1`` present, ``0`` absent, empty for uncertain.
+  ``1`` present, ``0`` absent, empty for uncertain **and for a finding the doctor left unset** (the model's
+  suggestion is never exported as a label); then ``signed`` (``1`` for a signed reading) and, per finding,
+  ``<finding>_source``: ``doctor`` (set by the doctor), ``accepted`` (the model's suggestion accepted
+  unchanged by the explicit "accept" action), ``model`` (left unset: no label) or ``unknown`` (saved before
+  provenance was recorded, revision 0007). Retraining weighs ``accepted`` labels by its own option.
 - ``yolo/images/<sha256>.png`` (a hard link to, or copy of, the same image), ``yolo/labels/<sha256>.txt``
   (``class cx cy w h`` normalised to [0, 1], class = index into the detector classes; empty without boxes)
-  and ``yolo/classes.txt`` (one class per line, in index order).
+  and ``yolo/classes.txt`` (one class per line, in index order). Boxes whose label is not a detector
+  class (a classifier finding the detector does not know, e.g. Consolidation) are not in the YOLO files but
+  in ``extra_boxes.json``: ``{"<sha256>": {"width", "height", "boxes": [{"label", "x1", "y1", "x2",
+  "y2"}]}}`` in the original image's pixels.
 - ``manifest.json``: ``format_version``, ``created_at``, ``created_by``, ``counts`` (studies, boxes,
   positives per finding, boxes per class, skipped), ``classifier_version``, ``classifier_findings``,
   ``detector_classes``, ``image_max_side``, ``skipped`` (studies left out and why) and ``files`` (the
@@ -69,6 +76,12 @@ MAX_SIDE = 1024
 EXPORTS = "exports"  # folder of the dashboard's exports under the data directory
 ZIP_MAX_AGE_HOURS = 24  # a dashboard export's zip never downloaded is removed after this
 SITE_SECRET_FILE = "site-secret"  # under var_dir, when CXR_SITE_SECRET is not set
+SOURCE_VALUES = (
+    "doctor",
+    "accepted",
+    "model",
+    "unknown",
+)  # <finding>_source values (LABEL_SOURCES + unknown)
 LEADING_COLUMNS = ("image", "study_id", "correction_id", "patient_key", "reviewed_at", "reviewed_by")
 
 __all__ = [
@@ -126,6 +139,8 @@ class _Reviewed:
     boxes: list[dict[str, Any]]
     reviewed_at: datetime
     reviewed_by: str
+    sources: dict[str, str] | None = None  # finding -> label source (None: saved before revision 0007)
+    signed: bool = False
     orientation: str | None = None  # the film check's turn of the read the doctor reviewed (None: as stored)
 
 
@@ -205,6 +220,8 @@ def _read_reviewed() -> list[_Reviewed]:
                 boxes=list(c.boxes),
                 reviewed_at=c.created_at,
                 reviewed_by=username,
+                sources=dict(c.label_sources) if c.label_sources is not None else None,
+                signed=c.signed_at is not None,
                 orientation=session.scalar(
                     select(models.Diagnosis.orientation).where(models.Diagnosis.id == c.diagnosis_id)
                 ),
@@ -238,6 +255,8 @@ def _yolo_lines(row: _Reviewed) -> list[str]:
     lines = []
     classes = box_classes()
     for b in row.boxes:
+        if b["label"] not in classes:
+            continue  # a finding the detector does not know: extra_boxes.json
         x1, x2 = (min(max(float(b[k]) / row.width, 0.0), 1.0) for k in ("x1", "x2"))
         y1, y2 = (min(max(float(b[k]) / row.height, 0.0), 1.0) for k in ("y1", "y2"))
         index = classes.index(b["label"])
@@ -262,6 +281,8 @@ def _write(
     (tmp / "yolo" / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
     positives = dict.fromkeys(findings, 0)
     per_class = dict.fromkeys(classes, 0)
+    per_source = dict.fromkeys(SOURCE_VALUES, 0)
+    extra_boxes: dict[str, Any] = {}
     secret = site_secret()
     skipped: list[dict[str, Any]] = []
     # One image, one set of labels: of a film in several records, the newest reviewed reading is kept.
@@ -273,7 +294,7 @@ def _write(
     exported = 0
     with (tmp / "labels.csv").open("w", newline="") as f:
         table = csv.writer(f)
-        table.writerow([*LEADING_COLUMNS, *findings])
+        table.writerow([*LEADING_COLUMNS, *findings, "signed", *(f"{f}_source" for f in findings)])
         for row in rows:
             kept = newest[row.sha256]
             if kept is not row:
@@ -292,12 +313,22 @@ def _write(
                 "".join(f"{line}\n" for line in _yolo_lines(row))
             )
             values = []
+            sources = []
             for finding in findings:
-                label = row.labels.get(finding, UNCERTAIN)
+                source = "unknown" if row.sources is None else row.sources.get(finding, "model")
+                label = UNCERTAIN if source == "model" else row.labels.get(finding, UNCERTAIN)
                 values.append("" if label == UNCERTAIN else "1" if label == PRESENT else "0")
+                sources.append(source)
+                per_source[source] = per_source.get(source, 0) + 1
                 positives[finding] += label == PRESENT
+            extra = []
             for b in row.boxes:
-                per_class[b["label"]] += 1
+                if b["label"] in per_class:
+                    per_class[b["label"]] += 1
+                else:
+                    extra.append(b)
+            if extra:
+                extra_boxes[row.sha256] = {"width": row.width, "height": row.height, "boxes": extra}
             table.writerow(
                 [
                     f"images/{name}",
@@ -307,12 +338,17 @@ def _write(
                     row.reviewed_at.isoformat(),
                     row.reviewed_by,
                     *values,
+                    "1" if row.signed else "0",
+                    *sources,
                 ]
             )
             exported += 1
+    (tmp / "extra_boxes.json").write_text(json.dumps(extra_boxes, indent=1, sort_keys=True) + "\n")
     counts = {
         "studies": exported,
         "boxes": sum(per_class.values()),
+        "extra_boxes": sum(len(v["boxes"]) for v in extra_boxes.values()),
+        "label_sources": per_source,
         "positives": positives,
         "boxes_per_class": per_class,
         "skipped": len(skipped),
