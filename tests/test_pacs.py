@@ -22,6 +22,8 @@ from core.pacs.sync import send_reading, sync
 from core.xray.diagnosis import get_diagnosis
 from db import models
 from db.session import session_scope
+from tests.support import apptest
+from tests.support.db import TestAccount
 from tests.support.orthanc import Orthanc, _free_port, start_orthanc
 from tests.support.xray_samples import DICOM, NOT_CHEST_DICOM
 
@@ -167,3 +169,28 @@ def test_unmatched_film_is_attached_or_dismissed_once(
             )
         ).all()
     assert sorted(actions) == sorted([str(listed[0].id), str(listed[1].id)])
+
+
+def test_unmatched_page_lists_attaches_and_dismisses(
+    pacs: Orthanc, make_user: Callable[..., TestAccount], make_patient: Callable[..., object]
+) -> None:
+    account = make_user("dr.page", role="doctor")
+    make_patient("ED-11")
+    DicomWebClient(pacs.dicomweb).store([film(DICOM, "STRANGER-1"), film(DICOM, "STRANGER-2")])
+    sync(account.user)
+    at = apptest.login(account)
+    at.switch_page("pages/pacs.py").run()
+    assert not at.exception, at.exception
+    assert "STRANGER-1" in apptest.texts(at) and "STRANGER-2" in apptest.texts(at)
+    first, second = unmatched.list_unmatched(account.user)
+    at.text_input(key=f"pacs.pid.{first.id}").set_value("ED-11")
+    at.button(key=f"FormSubmitter:pacs.attach.{first.id}-Attach to patient").click().run()
+    assert not at.exception, at.exception
+    at.text_input(key=f"pacs.why.{second.id}").set_value("")
+    at.button(key=f"FormSubmitter:pacs.dismiss.{second.id}-Dismiss").click().run()
+    assert "Say why" in apptest.texts(at)  # refused without a reason, still listed
+    at.text_input(key=f"pacs.why.{second.id}").set_value("duplicate sent by the scanner")
+    at.button(key=f"FormSubmitter:pacs.dismiss.{second.id}-Dismiss").click().run()
+    assert not at.exception, at.exception
+    assert "No unmatched film from the PACS." in apptest.texts(at)
+    assert {r[0] for r in imports().values()} == {"imported", "dismissed"}

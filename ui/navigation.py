@@ -34,6 +34,7 @@ ROUTES: tuple[Route, ...] = (
     Route("pages/history.py", "Imaging history", ":material/history:", "imaging-history"),
     Route("pages/review.py", "Review / correct", ":material/rate_review:", "review-study"),
     Route("pages/referrals.py", "Referrals", ":material/local_hospital:", "ed-referrals"),
+    Route("pages/pacs.py", "Unmatched from PACS", ":material/move_to_inbox:", "pacs-unmatched"),
     Route("pages/account.py", "My account", ":material/manage_accounts:", "my-account"),
     Route("pages/audit.py", "Audit log", ":material/policy:", "audit-log", admin=True),
     Route("pages/accounts.py", "Accounts", ":material/group:", "user-accounts", admin=True),
