@@ -478,6 +478,21 @@ def unreviewed_studies(
     ).all()
 
 
+def recently_read_studies(
+    session: Session, since: datetime, limit: int
+) -> Sequence[Row[Study, Diagnosis, Patient]]:
+    """(study, newest diagnosis, patient) of studies a doctor has read (status not 'new') uploaded since
+    ``since``, newest first: the worklist's "read" rows."""
+    return session.execute(
+        select(Study, Diagnosis, Patient)
+        .join(Diagnosis, Diagnosis.id == _latest_diagnosis_id())
+        .join(Patient, Patient.id == Study.patient_pk)
+        .where(Study.status != "new", Study.uploaded_at >= since)
+        .order_by(Study.uploaded_at.desc(), Study.id.desc())
+        .limit(limit)
+    ).all()
+
+
 def stored_path_in_use(session: Session, relpath: str) -> bool:
     """Whether any saved study or diagnosis refers to the stored file ``relpath``."""
     study_cols = (Study.file_path, Study.preview_path, Study.thumbnail_path)

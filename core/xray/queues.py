@@ -1,6 +1,7 @@
 """The studies waiting for a doctor (status 'new'), in two orders: one item type, two orderings.
 
-* :func:`worklist`: the emergency worklist, most pressing triage level first, then longest waiting.
+* :func:`worklist`: the emergency worklist, most pressing triage level first, then longest waiting; on
+  request followed by the films already read in the last hours (newest first), for "reviewed by".
 * :func:`review_queue`: the review queue, least certain first, for doctors to label where it teaches most.
 
 Both return frozen :class:`QueueItem` rows; nothing here imports Streamlit.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -23,9 +24,11 @@ from core.ml.probability import logit
 from core.xray.stored import findings_of, patient_name
 from db import models
 from db import repository as repo
+from db.base import utcnow
 from db.session import session_scope
 
 WORKLIST_LIMIT = 200
+READ_HOURS = 12  # how far back the worklist shows films already read (a shift)
 #: How many of the oldest unreviewed studies the review queue ranks (far more than an ED accumulates).
 QUEUE_SCAN_LIMIT = 5000
 
@@ -52,6 +55,9 @@ class QueueItem:
     closest_finding: str
     closest_probability: float
     closest_threshold: float
+    sex: str = "unknown"
+    date_of_birth: date | None = None
+    status: str = "new"  # new (not yet read) | reviewed | corrected
 
 
 def _item(s: models.Study, d: models.Diagnosis, p: models.Patient, store: storage.FileStore) -> QueueItem:
@@ -74,6 +80,9 @@ def _item(s: models.Study, d: models.Diagnosis, p: models.Patient, store: storag
         closest_finding=closest.name if closest else "",
         closest_probability=closest.probability if closest else 0.0,
         closest_threshold=closest.threshold if closest else 0.0,
+        sex=p.sex,
+        date_of_birth=p.date_of_birth,
+        status=s.status,
     )
 
 
@@ -84,12 +93,24 @@ def _audit_listing(session: Session, actor: Who | None, what: str, items: tuple[
         audit.write(session, actor, "list", what, after={"patients": shown}, detail=f"{len(items)} films")
 
 
-def worklist(limit: int = WORKLIST_LIMIT, *, actor: Who | None = None) -> tuple[QueueItem, ...]:
-    """Unreviewed studies of every patient: most pressing triage level first, then longest waiting; shown to
-    ``actor``, the listing is audited (``list``)."""
+def worklist(
+    limit: int = WORKLIST_LIMIT,
+    *,
+    actor: Who | None = None,
+    include_read: bool = False,
+    read_hours: int = READ_HOURS,
+    now: datetime | None = None,
+) -> tuple[QueueItem, ...]:
+    """Unreviewed studies of every patient: most pressing triage level first, then longest waiting; with
+    ``include_read``, then the studies uploaded in the last ``read_hours`` that a doctor has read, newest
+    first. Shown to ``actor``, the listing is audited (``list``)."""
     store = storage.FileStore()
+    limit = max(1, min(limit, 1000))
     with session_scope() as session:
-        rows = repo.unreviewed_studies(session, triage.LEVELS, max(1, min(limit, 1000)))
+        rows = list(repo.unreviewed_studies(session, triage.LEVELS, limit))
+        if include_read and len(rows) < limit:
+            since = (now or utcnow()) - timedelta(hours=read_hours)
+            rows += repo.recently_read_studies(session, since, limit - len(rows))
         items = tuple(_item(s, d, p, store) for s, d, p in rows)
         _audit_listing(session, actor, "worklist", items)
         return items
