@@ -44,10 +44,14 @@ if user is None:
     login_form()
     st.stop()
 
-session.set_cookie()  # after a login: the HttpOnly session cookie, so F5, a second tab and links stay signed in
+# After a login: the HttpOnly session cookie (the page reloads through /session/start), so F5, a second tab
+# and links stay signed in.
+reloading = session.set_cookie()
 page = st.navigation([*clinical, *admin_only] if user.is_admin else clinical)
-# ?patient=..&study=.. opens that patient or film (after the login too), and the URL follows what is on show
-session.follow_link(next((path for path, p in pages.items() if p is page or p.url_path == page.url_path), ""))
+if not reloading:  # ?patient=..&study=.. opens that patient or film; the URL follows what is on show
+    session.follow_link(
+        next((path for path, p in pages.items() if p is page or p.url_path == page.url_path), "")
+    )
 with st.sidebar:
     st.markdown(f"**{fmt.md(user.full_name or user.username)}**  \n:gray[{user.username} · {user.role}]")
     st.page_link(ACCOUNT_PAGE, label="My account", icon=":material/manage_accounts:")

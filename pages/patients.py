@@ -6,6 +6,7 @@ import streamlit as st
 
 from core import records
 from ui import fields, fmt, forms, session
+from ui.focus import focus_input
 
 user = session.require_user()
 session.show_flash()
@@ -16,9 +17,10 @@ with st.form("patient_search", border=False):
     query_col.text_input(
         "Patient ID or name",
         key="search_query",
-        placeholder="Full ID, the start of an ID, or a name (e.g. “smith j”)",
+        placeholder="Full ID, its number, the start of an ID, or a name (e.g. “100001”, “smith j”)",
     )
     button_col.form_submit_button("Search", type="primary", icon=":material/search:", width="stretch")
+focus_input("Patient ID or name")  # the landing page: type an ID (or just its number) at once
 
 query = st.session_state.get("search_query", "").strip()
 hits = session.search_patients(query) if query else []

@@ -68,17 +68,20 @@ def sign_in(user: auth.AuthenticatedUser) -> None:
     st.session_state.pop(LOGIN_NOTICE, None)
 
 
-def set_cookie() -> None:
+def set_cookie() -> bool:
     """Right after a login: send the browser to ``/session/start`` (serve.py) with the one-time code; it sets
-    the cookie and comes back to this very URL (the page and its ``?patient=&study=`` link)."""
+    the cookie and comes back to this very URL (the page and its ``?patient=&study=`` link). True when it
+    did: the page is about to reload, so nothing may switch pages in this run (that would drop the script)."""
     code = st.session_state.pop(COOKIE_CODE, None)
-    if code and st.context.cookies is not None:
+    if code:
         st.html(
             "<script>(function(){var next=window.location.pathname+window.location.search;"
             f"window.location.replace('/session/start?code={quote(code)}&next='+encodeURIComponent(next));"
             "})();</script>",
             unsafe_allow_javascript=True,
         )
+        return True
+    return False
 
 
 def sign_out(notice: str | None = None, *, reason: str = "logout", clear_cookie: bool = False) -> None:
