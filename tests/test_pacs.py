@@ -19,6 +19,7 @@ from core.errors import ConflictError
 from core.pacs import unmatched
 from core.pacs.client import DicomWebClient
 from core.pacs.sync import send_reading, sync
+from core.review import corrections as cx
 from core.xray.diagnosis import get_diagnosis
 from db import models
 from db.session import session_scope
@@ -194,3 +195,69 @@ def test_unmatched_page_lists_attaches_and_dismisses(
     assert not at.exception, at.exception
     assert "No unmatched film from the PACS." in apptest.texts(at)
     assert {r[0] for r in imports().values()} == {"imported", "dismissed"}
+
+
+def _sign(study_id: int, doctor: AuthenticatedUser) -> None:
+    state = cx.get_editor_state(study_id, doctor)
+    cx.save_correction(
+        study_id,
+        state.model_labels,
+        state.boxes,
+        "Signed for the PACS",
+        state.study_version,
+        doctor,
+        sources=dict.fromkeys(state.finding_names, "accepted"),
+        sign=True,
+    )
+
+
+def sign_off_sends(study_id: int) -> int:
+    with session_scope() as session:
+        return len(
+            session.scalars(
+                select(models.PacsExport.id).where(
+                    models.PacsExport.study_id == study_id, models.PacsExport.reason == "sign-off"
+                )
+            ).all()
+        )
+
+
+def test_sign_off_sends_the_read_and_a_failed_send_is_retried_by_sync(
+    pacs: Orthanc,
+    configure: Callable[..., None],
+    doctor: AuthenticatedUser,
+    make_patient: Callable[..., object],
+) -> None:
+    if not dicom_out_available():
+        pytest.skip(
+            "core.handoff.dicom_out (the SR / secondary-capture builders) is not in this checkout yet"
+        )
+    make_patient("ED-12")
+    known = film(DICOM, "ED-12")
+    DicomWebClient(pacs.dicomweb).store([known])
+    sync(doctor)
+    study_id = imports()[uid(known, "SOPInstanceUID")][1]
+    assert study_id is not None
+    _sign(study_id, doctor)
+    assert sign_off_sends(study_id) == 2  # SR + SC after the sign-off
+
+    # The PACS is down at the next sign-off: the sign-off stands, the send waits for the next sync.
+    configure(pacs_url=f"http://127.0.0.1:{_free_port()}/dicom-web")
+    state = cx.get_editor_state(study_id, doctor)
+    cx.save_correction(
+        study_id,
+        state.labels,
+        state.boxes,
+        "Amended",
+        state.study_version,
+        doctor,
+        sources=dict.fromkeys(state.finding_names, "doctor"),
+        sign=True,
+        amend_reason="second look",
+    )
+    assert sign_off_sends(study_id) == 2
+    configure(pacs_url=pacs.dicomweb)
+    report = sync(doctor)
+    assert report.sent == [study_id] and report.error == ""
+    assert sign_off_sends(study_id) == 4
+    assert sync(doctor).sent == []  # nothing left to send

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from core import imaging
@@ -37,7 +37,15 @@ from db.session import session_scope
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PacsNotConfigured", "ReadNotExportable", "SyncReport", "pacs_client", "send_reading", "sync"]
+__all__ = [
+    "PacsNotConfigured",
+    "ReadNotExportable",
+    "SyncReport",
+    "pacs_client",
+    "send_after_sign_off",
+    "send_reading",
+    "sync",
+]
 
 
 class PacsNotConfigured(AppError):
@@ -94,12 +102,12 @@ def sync(actor: AuthenticatedUser, client: DicomWebClient | None = None) -> Sync
             getattr(report, status).append(instance.sop_instance_uid)
     except PacsUnavailable as exc:
         report.error = str(exc)
-    for study_id in _studies_to_send():
+    for study_id, reason in _studies_to_send():
         if report.error:
             report.send_pending.append(study_id)
             continue
         try:
-            send_reading(study_id, actor, reason="analysis", client=client)
+            send_reading(study_id, actor, reason=reason, client=client)
             report.sent.append(study_id)
         except (PacsUnavailable, NotFound, ReadNotExportable) as exc:
             report.error = str(exc)
@@ -182,15 +190,55 @@ def _record(
         log.info("instance %s was recorded by another sync", instance.sop_instance_uid)
 
 
-def _studies_to_send() -> list[int]:
+def _studies_to_send() -> list[tuple[int, str]]:
+    """Films from the PACS whose read has not gone back yet ("analysis"), or whose newest signed reading is
+    newer than the last send after a sign-off ("sign-off": a send that failed at sign-off is retried here)."""
     with session_scope() as session:
-        rows = session.scalars(
-            select(models.PacsImport.study_id)
-            .where(models.PacsImport.status == "imported", models.PacsImport.sent_at.is_(None))
-            .where(models.PacsImport.study_id.is_not(None))
-            .order_by(models.PacsImport.id)
+        imported = select(models.PacsImport.study_id).where(
+            models.PacsImport.status == "imported", models.PacsImport.study_id.is_not(None)
         )
-        return list(dict.fromkeys(int(s) for s in rows if s is not None))
+        unsent = session.scalars(
+            imported.where(models.PacsImport.sent_at.is_(None)).order_by(models.PacsImport.id)
+        ).all()
+        signed = dict(
+            session.execute(
+                select(models.Correction.study_id, func.max(models.Correction.signed_at))
+                .where(models.Correction.signed_at.is_not(None), models.Correction.study_id.in_(imported))
+                .group_by(models.Correction.study_id)
+            ).all()
+        )
+        sent = dict(
+            session.execute(
+                select(models.PacsExport.study_id, func.max(models.PacsExport.sent_at))
+                .where(models.PacsExport.reason == "sign-off", models.PacsExport.study_id.in_(list(signed)))
+                .group_by(models.PacsExport.study_id)
+            ).all()
+        )
+        resign = [s for s, at in signed.items() if at is not None and (sent.get(s) is None or sent[s] < at)]
+        todo = {int(s): "analysis" for s in unsent if s is not None}
+        todo.update({int(s): "sign-off" for s in sorted(resign)})  # the signed read is the newest: it wins
+        return list(todo.items())
+
+
+def send_after_sign_off(study_id: int, actor: AuthenticatedUser) -> bool:
+    """After a doctor signed a film that came from the PACS, send its read back; never raises for a PACS
+    that is down or not configured (the sign-off stands; the next sync retries). True when sent."""
+    if not get_settings().pacs_url:
+        return False
+    with session_scope() as session:
+        from_pacs = session.scalar(
+            select(func.count()).where(
+                models.PacsImport.study_id == study_id, models.PacsImport.status == "imported"
+            )
+        )
+    if not from_pacs:
+        return False
+    try:
+        send_reading(study_id, actor, reason="sign-off")
+    except (PacsUnavailable, ReadNotExportable) as exc:
+        log.warning("read of study %s not sent after sign-off (the next sync retries): %s", study_id, exc)
+        return False
+    return True
 
 
 def send_reading(

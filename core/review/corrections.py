@@ -515,9 +515,14 @@ def save_correction(
                     },
                 },
             )
-            return view
+            saved = view
     except StaleDataError as exc:
         raise _conflict(study_id) from exc
+    if sign:  # a signed read of a film from the PACS goes back to it (never fails the sign-off)
+        from core.pacs.sync import send_after_sign_off
+
+        send_after_sign_off(study_id, actor)
+    return saved
 
 
 def correction_history(study_id: int) -> tuple[CorrectionView, ...]:
