@@ -10,7 +10,8 @@ a removal needs the *exclusive* one, tried without waiting. The keys are the fir
 ``cxr-file:`` + the stored path, as a signed 64-bit integer (a collision only keeps a file for the garbage
 collector). The locks live on a connection of their own (session-level locks, so they span the save's
 transaction and its cleanup after a rollback) and are released by ``pg_advisory_unlock_all()`` before the
-connection goes back to the pool, or by the server when the process dies (kill -9 included).
+connection goes back to the pool, or by the server when the process dies (kill -9 included). Session-level
+locks need a direct connection or session pooling: behind PgBouncer in transaction mode they would not hold.
 
 SQLite needs nothing here: its database file cannot be shared safely between hosts, so every writer is on one
 host and ``flock`` covers it.
