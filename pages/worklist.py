@@ -8,10 +8,11 @@ import streamlit as st
 from core.ml import triage
 from core.review.readings import current_readings
 from core.xray import queues
-from ui import fmt, session, xray_views
+from ui import fmt, referral_views, session, xray_views
 
 user = session.require_user()
 st.title("Emergency worklist", anchor=False)
+referral_views.alert_banner(user)  # incoming referrals for the user's department, above the list (issue 14)
 st.caption(
     "Unread X-rays across all patients: most urgent first, then the longest waiting; films read in the last "
     f"{queues.READ_HOURS} hours follow when shown. Refreshes every minute. A patient's name opens the film "
