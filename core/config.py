@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,6 +60,8 @@ class Settings:
     site_name: str = "Emergency Department"
     # DICOMweb base URL of the hospital's PACS (e.g. http://127.0.0.1:8042/dicom-web); empty: no PACS
     pacs_url: str = ""
+    # IANA time zone the screens show times in (times are stored in UTC)
+    timezone: str = "UTC"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -81,12 +84,19 @@ class Settings:
             site_secret=os.environ.get("CXR_SITE_SECRET", ""),
             site_name=os.environ.get("CXR_SITE_NAME", "").strip()[:80] or "Emergency Department",
             pacs_url=os.environ.get("CXR_PACS_URL", "").strip().rstrip("/"),
+            timezone=os.environ.get("CXR_TIMEZONE", "").strip() or "UTC",
         )
         if not settings.database_url.startswith(("sqlite", "postgresql")):
             raise SettingsError(
                 "DATABASE_URL must be a SQLAlchemy URL for SQLite or PostgreSQL, "
                 f"got {settings.database_url.split(':', 1)[0]!r}"
             )
+        try:
+            ZoneInfo(settings.timezone)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise SettingsError(
+                f"CXR_TIMEZONE must be an IANA time zone such as Europe/Berlin, got {settings.timezone!r}"
+            ) from None
         return settings
 
     @property

@@ -141,7 +141,7 @@ def test_upload_png_and_dicom_then_history_and_worklist(server: Server, page, tm
     expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=STEP_MS)  # the zoomable film
     if detector:
         for box in png_view.boxes:
-            expect(page.get_by_text(f"detector {box.confidence:.0%}").first).to_be_visible()
+            expect(page.get_by_text(f"{box.label} {box.confidence:.0%}").first).to_be_visible()
     else:
         expect(page.get_by_text("No detector model is active")).to_be_visible()
     _screenshot(page, tmp_path, "cxr_xray_result.png")

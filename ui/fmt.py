@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
+
+from core.config import get_settings
 
 
 def label(value: str) -> str:
@@ -20,8 +23,14 @@ def day(value: date | None) -> str:
 
 
 def moment(value: datetime | None) -> str:
-    """A UTC timestamp to the minute, labelled as UTC so nobody reads it as local time."""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if value else "—"
+    """A (UTC stored) timestamp to the minute in the site's time zone (``CXR_TIMEZONE``), labelled with the
+    zone so nobody reads it as another one."""
+    if value is None:
+        return "—"
+    zone = get_settings().timezone
+    if zone == "UTC":
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return value.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def age_years(born: date, on: date | None = None) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from core.auth import AuthenticatedUser
 from core.config import get_settings
@@ -20,10 +21,10 @@ from core.errors import AppError
 from core.imaging import ImageRejected
 from core.ml import triage
 from core.records import PatientRecord
-from core.xray import diagnosis
+from core.xray import compare, diagnosis
 from core.xray.diagnosis import DiagnosisView
 from core.xray.stored import FindingRead
-from ui import fmt, handoff_views, session
+from ui import fmt, handoff_views, session, viewer
 
 VIEW = "xr.view"  # the DiagnosisView on show (a frozen DTO), refetched when another study is opened
 UPLOADS = "xr.uploads"  # file_id of each upload of this session -> its outcome, so a rerun never redoes one
@@ -66,6 +67,25 @@ def current_view(study_id: int, user: AuthenticatedUser) -> DiagnosisView:
     return shown
 
 
+def forget_shown() -> None:
+    """Take the film on show off the screen (and out of the address, so a refresh does not bring it back)."""
+    st.session_state.pop(session.STUDY_ID, None)
+    st.session_state.pop(VIEW, None)
+    if "study" in st.query_params:
+        del st.query_params["study"]
+
+
+def keep_in_address(patient_id: str, study_id: int) -> None:
+    """The address names the film on show (a refresh or a copied link opens it again)."""
+    if st.query_params.get("patient") == patient_id and st.query_params.get("study") != str(study_id):
+        st.query_params["study"] = str(study_id)
+
+
+def upload_key(patient_id: str) -> str:
+    """The session-state key of the patient's film uploader (its file, once one is chosen)."""
+    return f"xr.upload.{patient_id}"
+
+
 def handle_upload(record: PatientRecord, user: AuthenticatedUser) -> None:
     """The uploader and what became of the upload: saved (the result shows below), refused, or waiting for
     the doctor to confirm a DICOM that names another patient. The film can be linked to one of the visits."""
@@ -83,7 +103,7 @@ def handle_upload(record: PatientRecord, user: AuthenticatedUser) -> None:
     )
     upload = st.file_uploader(
         f"Chest X-ray: PNG, JPEG or DICOM, up to {limit} MB",
-        key=f"xr.upload.{patient_id}",
+        key=upload_key(patient_id),
         max_upload_size=limit,
         help="The image is analysed and saved in this patient's record.",
     )
@@ -98,8 +118,7 @@ def handle_upload(record: PatientRecord, user: AuthenticatedUser) -> None:
             f"I confirm this image belongs to patient {patient_id}", key=f"xr.confirm.{upload.file_id}"
         )
         if not st.button("Analyse and save", icon=":material/save:", disabled=not confirmed):
-            st.session_state.pop(session.STUDY_ID, None)  # pending: no earlier result under the warning
-            st.session_state.pop(VIEW, None)
+            forget_shown()  # pending: no earlier result under the warning
             return
     if kind in ("new", "mismatch"):
         with st.spinner("Analysing the X-ray…"):
@@ -128,14 +147,13 @@ def handle_upload(record: PatientRecord, user: AuthenticatedUser) -> None:
         return
     # refused, failed or waiting for the doctor's confirmation: the previous film's result must not stay on
     # screen under the message, where it would read as this upload's
-    st.session_state.pop(session.STUDY_ID, None)
-    st.session_state.pop(VIEW, None)
+    forget_shown()
     if kind in ("refused", "error"):
         st.error(f"{fmt.md(message)} Nothing was saved.", icon=":material/block:")
 
 
 def film(path: Path, key: str, aspect: float = 1.0) -> None:
-    """The image, zoomable (drag a box, scroll; double-click resets) at the stored display resolution.
+    """A plain image, zoomable (drag a box, scroll; double-click resets), for the comparison's films.
 
     ``aspect`` is height / width: the figure is about as tall as the film is at the column's usual width.
     """
@@ -148,17 +166,34 @@ def film(path: Path, key: str, aspect: float = 1.0) -> None:
     st.plotly_chart(figure, key=key, config={"scrollZoom": True, "displaylogo": False})
 
 
-def result(view: DiagnosisView, user: AuthenticatedUser | None = None) -> None:
-    """The models' read of one study: triage, findings, boxes, heat map, versions (and, for a signed-in
-    ``user``, the report downloads)."""
-    badges, review = st.columns([5, 1], vertical_alignment="center")
-    badges.markdown(
-        f"{triage_badge(view.triage_level, view.uncertain)} {status_badge(view.status)} "
-        f":gray[{fmt.md(view.original_filename)} · {view.width} x {view.height} px · uploaded "
-        f"{fmt.moment(view.uploaded_at)} by {fmt.md(view.uploaded_by)}]"
-    )
-    if review.button("Review / correct", key=f"xr.review.{view.study_id}", icon=":material/rate_review:"):
-        session.open_review(view.study_id, view.patient_id)
+def result(
+    view: DiagnosisView,
+    user: AuthenticatedUser | None = None,
+    record: PatientRecord | None = None,
+    *,
+    film_area: DeltaGenerator | None = None,
+    side: DeltaGenerator | None = None,
+) -> None:
+    """One study: the film with its viewer tools first and large (``film_area``), and beside it (``side``) the
+    triage, the patient's context, the findings, the boxes, the comparison with the previous film, the
+    versions and (for a signed-in ``user``) the report downloads. Without the two areas, two columns are made."""
+    if film_area is None or side is None:
+        film_area, side = st.columns([2.6, 1.4], gap="medium")
+    compare_key = f"xr.compare.{view.study_id}"
+    with side:
+        summary(view, user, record)
+    with film_area:
+        prior = st.session_state.get(compare_key)
+        if prior is not None and user is not None:
+            compare_previous(view, prior, user)
+        else:
+            viewer.film_viewer(view)
+
+
+def summary(view: DiagnosisView, user: AuthenticatedUser | None, record: PatientRecord | None) -> None:
+    """The right column of the result: triage first, then the context, the read, and the actions."""
+    st.markdown(f"{triage_badge(view.triage_level, view.uncertain)} {status_badge(view.status)}")
+    context(view, record)
     if view.uncertain:
         st.warning(f"**Uncertain: review.** {fmt.md(view.uncertain_reason)}", icon=":material/help:")
     if view.patient_id_differs:
@@ -167,54 +202,132 @@ def result(view: DiagnosisView, user: AuthenticatedUser | None = None) -> None:
             "on the uploader's confirmation.",
             icon=":material/person_alert:",
         )
+    finding_tiers(view)
+    if view.detector_ran and view.boxes:
+        st.markdown(
+            "**Marked regions** "
+            + " ".join(f":red-badge[{fmt.md(b.label)} {b.confidence:.0%}]" for b in view.boxes),
+            help="Detector confidence per box; the classifier's probability of the finding is in the list above.",
+        )
+    elif not view.detector_ran:
+        st.caption("No detector model is active, so no regions are marked.")
+    else:
+        st.caption("The detector marked no region.")
+    for line in view.disagreements:
+        st.caption(f":material/compare_arrows: {fmt.md(line)}")
+    actions(view, user)
     for note in (view.orientation_note, *(n for n in view.notes if n != view.orientation_note)):
         if note:
             st.info(note, icon=":material/info:")
-    image_col, findings_col = st.columns([3, 2])
-    with findings_col:
-        finding_tiers(view)
-        st.markdown("**Marked regions**")
-        if not view.detector_ran:
-            st.caption("No detector model is active, so no regions are marked.")
-        elif not view.boxes:
-            st.caption("The detector marked no region.")
-        for b in view.boxes:
-            p = view.box_probability(b)
-            classifier = f" · classifier {p:.0%}" if p is not None else ""
-            st.markdown(f":red-badge[{fmt.md(b.label)}] detector {b.confidence:.0%}{classifier}")
-        for line in view.disagreements:
-            st.caption(f":material/compare_arrows: {fmt.md(line)}")
+    with st.expander("How the models decided"):
         st.caption(fmt.md(view.triage_explanation))
         versions = " · ".join(f"{kind} {version}" for kind, version in view.models.items())
         st.caption(
             f"Models: {fmt.md(versions)} · scope score {view.scope_score:.2f} (limit {view.scope_limit:.2f})"
         )
-        if user is not None:
-            handoff_views.report_buttons(view, user)
-    with image_col:
-        shown = view.image_path
-        names = [
-            f.name for f in sorted(view.findings, key=lambda f: -f.probability) if f.name in view.localised
-        ]
-        if not names:
-            st.caption(
-                "Heat maps are not shown: checked against radiologists' boxes, this model's heat maps did not "
-                "point at the findings better than a fixed map would (see the model card)."
+    if user is not None:
+        handoff_views.report_buttons(view, user)
+
+
+def actions(view: DiagnosisView, user: AuthenticatedUser | None) -> None:
+    """Review, and the previous film one click away."""
+    review, compare = st.columns(2)
+    if review.button(
+        "Review / correct", key=f"xr.review.{view.study_id}", icon=":material/rate_review:", width="stretch"
+    ):
+        session.open_review(view.study_id, view.patient_id)
+    if user is None:
+        return
+    compare_key = f"xr.compare.{view.study_id}"
+    if st.session_state.get(compare_key) is not None:
+        if compare.button(
+            "Back to this film", key=f"xr.cmpback.{view.study_id}", icon=":material/image:", width="stretch"
+        ):
+            st.session_state.pop(compare_key, None)
+            st.rerun()
+        return
+    prior = previous_film(view)
+    if compare.button(
+        "Previous film",
+        key=f"xr.cmp.{view.study_id}",
+        icon=":material/compare:",
+        width="stretch",
+        disabled=prior is None,
+        help="This film and the patient's previous one side by side, with what changed"
+        if prior is not None
+        else "This is the patient's first film.",
+    ):
+        st.session_state[compare_key] = prior
+        st.rerun()
+
+
+def previous_film(view: DiagnosisView) -> int | None:
+    """The study ID of the patient's film before this one (by the history's order), or None."""
+    history = diagnosis.patient_history(view.patient_id)
+    return compare.previous_study([s.study_id for s in history], view.study_id)
+
+
+def context(view: DiagnosisView, record: PatientRecord | None) -> None:
+    """The film's context: the allergies banner, the visit and its reason, when the film was taken (the DICOM
+    header's date and projection) and, apart from that, when it was uploaded."""
+    lines = []
+    if record is not None:  # age and sex are in the patient header above
+        visit = next((v for v in record.visits if v.id == view.visit_id), None)
+        if visit is not None:
+            lines.append(f"Visit {fmt.day(visit.visit_date)}: {fmt.md(visit.reason)}")
+        else:
+            lines.append(":gray[Not linked to a visit]")
+    header = view.dicom or {}
+    taken = header.get("study_date")
+    projection = header.get("view_position")
+    lines.append(
+        f"Film taken {fmt.md(str(taken)) if taken else ':gray[date not in the file]'}"
+        + (f" · {fmt.md(str(projection))} projection" if projection else "")
+    )
+    lines.append(
+        f":gray[Uploaded {fmt.moment(view.uploaded_at)} by {fmt.md(view.uploaded_by)} · "
+        f"{fmt.md(view.original_filename)} · {view.width} x {view.height} px]"
+    )
+    if record is not None:
+        if record.allergies:
+            allergies = ", ".join(f"{fmt.md(a.substance)} ({fmt.md(a.severity)})" for a in record.allergies)
+            st.error(f"**Allergies:** {allergies}", icon=":material/warning:")
+        else:
+            st.caption("No known allergies recorded.")
+    st.markdown("  \n".join(lines))
+
+
+def compare_previous(view: DiagnosisView, prior_id: int, user: AuthenticatedUser) -> None:
+    """This film and the previous one side by side, and what changed, finding by finding."""
+    before = diagnosis.get_diagnosis(prior_id, user)  # opening the previous film is audited
+    for column, shown, title in zip(
+        st.columns(2), (view, before), ("This film", "Previous film"), strict=True
+    ):
+        with column:
+            st.markdown(
+                f"**{title}** {triage_badge(shown.triage_level, shown.uncertain)} "
+                f":gray[{fmt.moment(shown.uploaded_at)}]"
             )
-        elif st.toggle("Heat map", key=f"xr.heat.{view.study_id}", help="Where the classifier looked"):
-            labels = {f.name: f.label for f in view.findings}
-            chosen = st.selectbox(
-                "Heat map of", names, format_func=lambda n: labels[n], key=f"xr.heatof.{view.study_id}"
+            film(
+                shown.preview_path,
+                key=f"xr.cmpfilm.{view.study_id}.{shown.study_id}",
+                aspect=shown.height / max(1, shown.width),
             )
-            heat_map = diagnosis.heatmap_image(view, chosen or names[0])
-            shown = heat_map.path
-            if heat_map.flat:
-                st.caption(
-                    f"No region raised the score of {labels[heat_map.finding]}: its heat map is empty."
-                )
-            st.caption("Colour scale: dark = no contribution, yellow-white = strongest contribution.")
-        film(shown, key=f"xr.film.{view.study_id}", aspect=view.height / max(1, view.width))
-        st.caption("Drag to zoom, scroll to zoom in and out, double-click to reset.")
+    rows = compare.changes(view.findings, before.findings)
+    st.dataframe(
+        [
+            {
+                "Finding": r.label,
+                "Change": r.change,
+                "Now": f"{r.now:.0%}",
+                "Before": "—" if r.before is None else f"{r.before:.0%}",
+                "Difference": "—" if r.points is None else f"{r.points:+d} points",
+            }
+            for r in rows
+        ],
+        hide_index=True,
+        width="stretch",
+    )
 
 
 MAX_POSSIBLE_SHOWN = 3
@@ -260,7 +373,7 @@ def finding_tiers(view: DiagnosisView) -> None:
                 {
                     "Finding": f.label,
                     "Probability": f.probability * 100,
-                    "Flag from": f"{f.threshold:.0%}",
+                    "Flagged from": f"{f.threshold:.0%}",
                     "Read as": tier.get(f.name, "—"),
                     "Urgent": "yes" if f.urgent else "",
                 }
@@ -275,9 +388,23 @@ def finding_tiers(view: DiagnosisView) -> None:
         )
 
 
+def reading_room_style() -> None:
+    """Less empty margin around the X-ray page, so the film gets the screen (page CSS, no script)."""
+    st.html(
+        "<style>[data-testid='stMainBlockContainer']{padding-top:1.5rem;padding-left:2rem;"
+        "padding-right:2rem;padding-bottom:2rem}</style>"
+    )
+
+
 def patient_picker(current: str | None) -> str | None:
-    """Choose the patient the X-ray belongs to (search by ID or name); returns the chosen patient ID."""
-    with st.expander("Choose another patient" if current else "Choose the patient", expanded=not current):
+    """Choose the patient the X-ray belongs to (search by ID or name); returns the chosen patient ID.
+    Open while none is chosen; a small "Another patient" pop-over once one is."""
+    box = (
+        st.popover("Patient", icon=":material/person_search:", width="stretch", help="Open another patient")
+        if current
+        else st.expander("Choose the patient", expanded=True)
+    )
+    with box:
         query = st.text_input("Patient ID or name", key="xr.pick.query").strip()
         hits = session.search_patients(query) if query else []
         if query and not hits:

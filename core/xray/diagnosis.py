@@ -141,6 +141,7 @@ class DiagnosisView:
     #: findings whose heat maps point at the finding (the card's pointing game)
     localised: tuple[str, ...] = ()
     box_findings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # box class -> its findings
+    visit_id: int | None = None  # the visit the film belongs to, if linked
 
     def box_probability(self, box: Box) -> float | None:
         """The classifier's probability for what ``box`` marks (the highest of its class's findings)."""
@@ -326,6 +327,7 @@ def _view(
         orientation=diagnosis.orientation or film_check.UPRIGHT,
         localised=render.localised_findings(diagnosis.classifier_version),
         box_findings=box_findings,
+        visit_id=study.visit_pk,
     )
 
 

@@ -20,7 +20,7 @@ from core import imaging
 from core.errors import NotFound
 from core.imaging import storage
 from core.ml import inference, registry
-from core.ml.classifier import Classifier, overlay_heatmap
+from core.ml.classifier import Classifier, colorize, overlay_heatmap
 from core.ml.detector import draw_detections
 
 if TYPE_CHECKING:
@@ -40,8 +40,14 @@ __all__ = [
     "HeatMap",
     "Rendered",
     "heatmap_image",
+    "heatmap_layer",
     "render",
+    "windowed",
 ]
+
+#: Longest side of a heat map layer: the map has no detail finer than one grid cell, so the viewer stretches it.
+HEAT_LAYER_SIDE = 256
+HEAT_LAYER_ALPHA = 0.55
 
 
 def encode_jpeg(image: Image.Image) -> bytes:
@@ -122,3 +128,49 @@ def heatmap_image(view: DiagnosisView, finding: str) -> HeatMap:
     name = _SAFE.sub("_", finding)
     path = storage.FileStore().cached(f"{storage.CACHE}/heat/{view.diagnosis_id}/{name}.jpg", draw)
     return HeatMap(finding, path, flat=not bool(cam.max() > 0))
+
+
+def _cam(view: DiagnosisView, finding: str) -> np.ndarray:
+    if view.heatmap_path is None:
+        raise NotFound("This diagnosis has no heat maps.")
+    if finding not in [f.name for f in view.findings]:
+        raise NotFound(f"No finding {finding!r} in this diagnosis.")
+    with np.load(view.heatmap_path) as saved:
+        index = [str(n) for n in saved["names"]].index(finding)
+        return np.asarray(saved["cams"][index], dtype=np.float32)
+
+
+def heatmap_layer(view: DiagnosisView, finding: str) -> HeatMap:
+    """``finding``'s heat map alone, as a small RGBA PNG with the film's aspect (transparent where the map is
+    cold): the viewer lays it over the film as an overlay that can be hidden, never burned into the pixels.
+    Rendered once, then cached on disk."""
+    cam = _cam(view, finding)
+    scale = HEAT_LAYER_SIDE / max(view.width, view.height, 1)
+    size = (max(1, round(view.width * scale)), max(1, round(view.height * scale)))
+
+    def draw() -> bytes:
+        grid = Image.fromarray((np.clip(cam, 0, 1) * 255 + 0.5).astype(np.uint8))
+        smooth = np.asarray(grid.resize(size, Image.Resampling.BICUBIC), dtype=np.float32) / 255.0
+        rgba = np.dstack([colorize(smooth), (smooth * HEAT_LAYER_ALPHA * 255 + 0.5).astype(np.uint8)])
+        out = io.BytesIO()
+        Image.fromarray(rgba).save(out, format="PNG", optimize=True)
+        return out.getvalue()
+
+    name = _SAFE.sub("_", finding)
+    path = storage.FileStore().cached(f"{storage.CACHE}/heat-layer/{view.diagnosis_id}/{name}.png", draw)
+    return HeatMap(finding, path, flat=not bool(cam.max() > 0))
+
+
+def windowed(preview: Path, level: float = 0.5, width: float = 1.0, invert: bool = False) -> bytes:
+    """The grey display image with a window/level applied (``level`` the window's centre and ``width`` its
+    width, both as fractions of the grey range) and optionally inverted, as JPEG bytes. The defaults give the
+    stored preview's own bytes back unchanged."""
+    if abs(level - 0.5) < 1e-6 and abs(width - 1.0) < 1e-6 and not invert:
+        return preview.read_bytes()
+    low = (level - width / 2) * 255.0
+    span = max(width * 255.0, 1.0)
+    table = [min(255, max(0, round((v - low) / span * 255.0))) for v in range(256)]
+    if invert:
+        table = [255 - v for v in table]
+    with Image.open(preview) as image:
+        return encode_jpeg(image.convert("L").point(table))
