@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3.11
 
-.PHONY: setup run test test-fast browser pacs-deps lint
+.PHONY: setup run test test-fast browser pacs-deps dicom-tools lint
 
 setup: $(VENV)/.installed
 
@@ -27,7 +27,11 @@ pacs-deps:
 	@test -x /usr/sbin/Orthanc -a -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so || \
 		(apt-get update -qq && apt-get install -y -qq orthanc orthanc-dicomweb >/dev/null)
 
-test: setup browser pacs-deps
+# Debian's dicom3tools: dciodvfy validates the DICOM SR and secondary capture in tests/test_sr.py (skipped without).
+dicom-tools:
+	@command -v dciodvfy >/dev/null || (apt-get update -qq && apt-get install -y -qq dicom3tools >/dev/null)
+
+test: setup browser pacs-deps dicom-tools
 	$(PY) -m pytest
 
 # The inner loop: everything but the model-training (`slow`) and real-browser tests, both databases, on every

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -83,31 +84,51 @@ def test_the_pdf_is_one_page_with_the_patient_the_read_and_the_film(
     assert film_area.std() > 30 and film_area.mean() < 200, "the film is drawn where the layout puts it"
 
 
-def test_a_signed_review_is_the_reading_on_the_report_and_in_fhir(
+def test_the_current_reading_is_on_the_report_and_in_fhir_signed_or_not(
     film: dx.DiagnosisView, doctor: AuthenticatedUser
 ) -> None:
     state = cx.get_editor_state(film.study_id, doctor, audit=False)
     labels = dict.fromkeys(state.labels, "absent")
     labels["Effusion"] = "present"
+    box = {"label": "Effusion", "x1": 40.0, "y1": 500.0, "x2": 420.0, "y2": 900.0}
     cx.save_correction(
-        film.study_id, labels, (), "Small left effusion; no pneumothorax.", state.study_version, doctor
+        film.study_id, labels, (box,), "Small left effusion; no pneumothorax.", state.study_version, doctor
     )
 
+    def effusion(bundle: dict[str, Any]) -> dict[str, Any]:
+        return next(
+            e["resource"]
+            for e in bundle["entry"]
+            if e["resource"]["resourceType"] == "Observation" and e["resource"]["code"]["text"] == "Effusion"
+        )
+
+    # Saved, not signed: on the report with the reader, still preliminary in FHIR.
     text = pdf_text(make_report(film.study_id, "pdf", doctor).data)
-    assert "Reviewed by" in text and "Present: Effusion" in text and "Small left effusion" in text
-    assert "Not yet reviewed" not in text
-
+    assert "Saved, not signed, by Test dr.house (dr.house)" in text and "Present: Effusion." in text
+    assert "Small left effusion" in text and "Marked by the doctor (blue): Effusion" in text
+    assert "Reader: Test dr.house" in text and "Not yet reviewed" not in text
     bundle = json.loads(make_report(film.study_id, "fhir", doctor).data)
-    report = next(
-        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"
+    report = bundle["entry"][2]["resource"]
+    assert report["status"] == "preliminary" and "saved, not signed" in report["conclusion"]
+    assert effusion(bundle)["note"][0]["text"] == "Doctor's reading: present"
+
+    # Signed: the report says so, FHIR is final with the doctor's status coded (SNOMED CT present).
+    state = cx.get_editor_state(film.study_id, doctor, audit=False)
+    cx.save_correction(film.study_id, labels, (box,), "Signed.", state.study_version, doctor, sign=True)
+    text = pdf_text(make_report(film.study_id, "pdf", doctor).data)
+    assert "Signed by Test dr.house (dr.house)" in text and "Note: Signed." in text
+    bundle = json.loads(make_report(film.study_id, "fhir", doctor).data)
+    report = bundle["entry"][2]["resource"]
+    assert report["status"] == "final" and report["resultsInterpreter"][0]["display"].startswith(
+        "Test dr.house"
     )
-    assert report["status"] == "final" and "Effusion" in report["conclusion"]
-    effusion = next(
-        e["resource"]
-        for e in bundle["entry"]
-        if e["resource"]["resourceType"] == "Observation" and e["resource"]["code"]["text"] == "Effusion"
-    )
-    assert effusion["note"][0]["text"] == "Doctor's reading: present"
+    doctor_component = effusion(bundle)["component"][1]
+    assert doctor_component["code"]["text"] == "doctor's reading"
+    assert doctor_component["valueCodeableConcept"]["coding"][0]["code"] == "52101004"
+    assert effusion(bundle)["status"] == "final"
+    from fhir.resources.R4B.bundle import Bundle
+
+    Bundle.model_validate(bundle)
 
 
 def test_the_fhir_bundle_is_valid_r4(film: dx.DiagnosisView, doctor: AuthenticatedUser) -> None:
@@ -190,3 +211,15 @@ def test_the_cli_writes_the_report_and_refuses_an_unknown_study(
     assert (
         missing.returncode == 2 and "Traceback" not in missing.stderr and not (tmp_path / "x.json").exists()
     )
+
+
+def test_a_note_of_the_longest_length_keeps_the_report_on_one_page(
+    film: dx.DiagnosisView, doctor: AuthenticatedUser
+) -> None:
+    state = cx.get_editor_state(film.study_id, doctor, audit=False)
+    words = "Bilateral basal opacities, more on the left, with blunting of the costophrenic angle. "
+    note = (words * 40)[:2000].strip()
+    cx.save_correction(film.study_id, dict(state.labels), (), note, state.study_version, doctor)
+    text = pdf_text(make_report(film.study_id, "pdf", doctor).data)  # asserts one page
+    assert "Bilateral basal opacities" in text and "Decision aid, not a diagnosis" in text
+    assert "Reader: Test dr.house" in text

@@ -1,4 +1,5 @@
-"""Hand-off widgets on the result page: the film's report as PDF and as FHIR R4 JSON, made when clicked."""
+"""Hand-off widgets on the result page: the film's report as PDF, FHIR R4 JSON and DICOM (SR + secondary
+capture, one ZIP), each made and audited only when clicked."""
 
 from __future__ import annotations
 
@@ -10,9 +11,15 @@ from core.auth import AuthenticatedUser
 from core.handoff.export import MEDIA_TYPES, SUFFIXES, make_report
 from core.xray.diagnosis import DiagnosisView
 
+HELP = {
+    "pdf": "The film, the AI read and the doctor's reading, one page",
+    "fhir": "Patient, ImagingStudy, DiagnosticReport and one Observation per finding",
+    "dicom-sr": "A ZIP of two DICOM files for a PACS: the Structured Report and the film with its boxes",
+}
+
 
 def report_buttons(view: DiagnosisView, user: AuthenticatedUser) -> None:
-    """Two download buttons; each report is made (and audited) only when its button is clicked."""
+    """Three download buttons; each report is made (and audited) only when its button is clicked."""
 
     def maker(fmt: str) -> Callable[[], bytes]:
         def make() -> bytes:
@@ -20,10 +27,11 @@ def report_buttons(view: DiagnosisView, user: AuthenticatedUser) -> None:
 
         return make
 
-    pdf_col, fhir_col = st.columns(2)
+    pdf_col, fhir_col, dicom_col = st.columns(3)
     for col, fmt, label, icon in (
         (pdf_col, "pdf", "Report (PDF)", ":material/picture_as_pdf:"),
         (fhir_col, "fhir", "FHIR R4", ":material/data_object:"),
+        (dicom_col, "dicom-sr", "DICOM SR", ":material/radiology:"),
     ):
         col.download_button(
             label,
@@ -34,7 +42,5 @@ def report_buttons(view: DiagnosisView, user: AuthenticatedUser) -> None:
             icon=icon,
             on_click="ignore",
             width="stretch",
-            help="The film, the AI read and the doctor's reading, one page"
-            if fmt == "pdf"
-            else "Patient, ImagingStudy, DiagnosticReport and one Observation per finding",
+            help=HELP[fmt],
         )

@@ -1,7 +1,10 @@
-"""``python -m core report STUDY_ID --format pdf|fhir --out FILE --user NAME``: a film's report, audited.
+"""``python -m core report STUDY_ID --format pdf|fhir|dicom-sr --out FILE --user NAME``: a film's report,
+audited.
 
 ``pdf``: the one-page report (``core.handoff.pdf``); ``fhir``: the FHIR R4 Bundle as JSON
-(``core.handoff.fhir``). The file is written atomically; an existing ``--out`` is refused unless ``--force``.
+(``core.handoff.fhir``); ``dicom-sr``: two DICOM files beside ``FILE`` (its ``.dcm`` suffix dropped):
+``FILE.sr.dcm``, the Structured Report, and ``FILE.sc.dcm``, the film with its boxes as a secondary capture
+(``core.handoff.dicom_out``). Files are written atomically; an existing file is refused unless ``--force``.
 Exit status 0 when written, 2 for an unknown study or user, or a file that exists.
 """
 
@@ -11,12 +14,12 @@ import argparse
 import sys
 from pathlib import Path
 
-FORMATS = ("pdf", "fhir")
+FORMATS = ("pdf", "fhir", "dicom-sr")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``report`` command."""
-    parser = subparsers.add_parser("report", help="a film's report as PDF or FHIR R4 JSON")
+    parser = subparsers.add_parser("report", help="a film's report as PDF, FHIR R4 JSON or DICOM SR + image")
     parser.add_argument("study_id", type=int, metavar="STUDY_ID")
     parser.add_argument("--format", choices=FORMATS, default="pdf")
     parser.add_argument("--out", type=Path, required=True, metavar="FILE")
@@ -25,13 +28,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run)
 
 
+def targets(out: Path, fmt: str) -> list[tuple[str, Path]]:
+    """(suffix, path) of each file ``fmt`` writes for ``--out out``."""
+    if fmt != "dicom-sr":
+        return [("", out)]
+    from core.handoff.export import DICOM_SUFFIXES
+
+    base = out.name[: -len(".dcm")] if out.name.lower().endswith(".dcm") else out.name
+    return [(suffix, out.with_name(base + suffix)) for suffix in DICOM_SUFFIXES]
+
+
 def run(args: argparse.Namespace) -> int:
     from core.auth import find_active_user
     from core.errors import NotFound
     from core.handoff.export import make_report
 
-    if args.out.exists() and not args.force:
-        print(f"error: {args.out} exists (use --force to replace it)", file=sys.stderr)
+    paths = targets(args.out, args.format)
+    existing = [str(p) for _, p in paths if p.exists()]
+    if existing and not args.force:
+        print(f"error: {', '.join(existing)} exists (use --force to replace it)", file=sys.stderr)
         return 2
     try:
         actor = find_active_user(args.user)
@@ -41,9 +56,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from core.imaging.storage import write_atomic
 
-    write_atomic(args.out, report.data)
-    print(f"wrote {args.out} ({report.media_type}, {len(report.data)} bytes) in {report.ms:.0f} ms")
+    for suffix, path in paths:
+        data = report.files[suffix] if suffix else report.data
+        write_atomic(path, data)
+        print(f"wrote {path} ({len(data)} bytes)")
+    print(f"{args.format} report of study {args.study_id} made in {report.ms:.0f} ms")
     return 0
 
 
-__all__ = ["FORMATS", "register", "run"]
+__all__ = ["FORMATS", "register", "run", "targets"]

@@ -4,8 +4,10 @@ and one Observation per finding of the model's card, as plain JSON (validated ag
 
 Each Observation carries the classifier's probability (``valueQuantity``, unit %, UCUM), the threshold it
 was compared with (a ``component``), an interpretation (A = over the threshold, N = under), and the doctor's
-status when the film was reviewed (``status`` final with the reader as ``performer``; ``preliminary`` while
-only the model has read it). Identifiers use the site's own systems (``urn:cxr:<site>:...``); patients are
+status of the finding (a second ``component``: present / absent / uncertain / not reviewed, SNOMED CT coded
+where a code exists). Statuses follow the doctor's current reading: ``final`` once it is signed (``amended``
+for an amendment), ``preliminary`` while it is only saved or only the model has read the film; the reader is
+the ``performer`` / ``resultsInterpreter``. Identifiers use the site's own systems (``urn:cxr:<site>:...``); patients are
 identified by the record's patient ID.
 """
 
@@ -20,6 +22,16 @@ from core.handoff.content import DISCLAIMER, ReportContent
 LOINC_CXR = {"system": "http://loinc.org", "code": "36643-5", "display": "XR Chest 2 Views"}
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 SEX = {"female": "female", "male": "male", "other": "other", "unknown": "unknown"}
+SNOMED = "http://snomed.info/sct"
+DOCTOR_CODES = {"present": ("52101004", "Present"), "absent": ("2667000", "Absent")}
+
+
+def _doctor_value(status: str) -> dict[str, Any]:
+    coded = DOCTOR_CODES.get(status)
+    value: dict[str, Any] = {"text": status}
+    if coded is not None:
+        value["coding"] = [{"system": SNOMED, "code": coded[0], "display": coded[1]}]
+    return value
 
 
 def _system(content: ReportContent, kind: str) -> str:
@@ -34,10 +46,16 @@ def _urn() -> str:
 def bundle(content: ReportContent) -> dict[str, Any]:
     """The FHIR R4 Bundle (a JSON-ready dict) of ``content``."""
     view = content.view
-    reviewed = content.reading is not None
-    patient_ref, study_ref, report_ref = _urn(), _urn(), _urn()
     reader = content.reading
-    performer = [{"display": f"{reader.reader_name} ({reader.reader})"}] if reader is not None else []
+    status = "preliminary"
+    if reader is not None and reader.signed:
+        status = "amended" if reader.amends is not None else "final"
+    patient_ref, study_ref, report_ref = _urn(), _urn(), _urn()
+    performer = []
+    if reader is not None:
+        performer = [
+            {"display": f"{reader.reader_name or reader.reader_username} ({reader.reader_username})"}
+        ]
     issued = content.generated_at.isoformat()
 
     patient = {
@@ -59,15 +77,11 @@ def bundle(content: ReportContent) -> dict[str, Any]:
         "numberOfInstances": 1,
         "description": "Chest X-ray" + (f", {content.projection}" if content.projection else ""),
     }
-    labels = {}
-    if reader is not None:
-        labels = dict.fromkeys(reader.present, "present") | dict.fromkeys(reader.absent, "absent")
-        labels |= dict.fromkeys(reader.uncertain, "uncertain")
     observations = []
     for f in view.findings:
         obs: dict[str, Any] = {
             "resourceType": "Observation",
-            "status": "final" if reviewed else "preliminary",
+            "status": status,
             "code": {"text": f.label},
             "subject": {"reference": patient_ref},
             "derivedFrom": [{"reference": study_ref}],
@@ -94,10 +108,14 @@ def bundle(content: ReportContent) -> dict[str, Any]:
                         "system": "http://unitsofmeasure.org",
                         "code": "%",
                     },
-                }
+                },
+                {
+                    "code": {"text": "doctor's reading"},
+                    "valueCodeableConcept": _doctor_value(content.doctor_status(f.name)),
+                },
             ],
             "method": {"text": f"AI classifier {view.models.get('classifier', '')}".strip()},
-            "note": [{"text": f"Doctor's reading: {labels.get(f.name, 'not reviewed')}"}],
+            "note": [{"text": f"Doctor's reading: {content.doctor_status(f.name)}"}],
         }
         if performer:
             obs["performer"] = performer
@@ -107,13 +125,14 @@ def bundle(content: ReportContent) -> dict[str, Any]:
     conclusion = f"Triage {view.triage_level}. AI likely findings: {likely}. {DISCLAIMER}"
     if reader is not None:
         present = ", ".join(reader.present) or "none"
-        conclusion = f"Doctor's reading: present {present}" + (
+        state = "signed" if reader.signed else "saved, not signed"
+        conclusion = f"Doctor's reading ({state}): present {present}" + (
             f"; note: {reader.note}" if reader.note else ""
         )
         conclusion += f". AI triage {view.triage_level}. {DISCLAIMER}"
     report = {
         "resourceType": "DiagnosticReport",
-        "status": "final" if reviewed else "preliminary",
+        "status": status,
         "code": {"coding": [LOINC_CXR], "text": "Chest X-ray read"},
         "subject": {"reference": patient_ref},
         "effectiveDateTime": started if "T" in started else f"{started}T00:00:00+00:00",

@@ -2,20 +2,23 @@
 
 Layout, A4 portrait: the site and title; the patient block (name, ID, sex, age and birth date, visit) and the
 film block (acquisition date and projection from the DICOM header, or "upload time only", the upload, the
-study number); the film with the detector's boxes on the left; the triage and the AI read (likely and possible
-findings with percentages, model versions) on the right; the doctor's reading (or "not yet reviewed"); the
-decision-aid notice and who made the report when.
+study number); the film with the detector's boxes (red) and the doctor's (blue) on the left; the triage and the AI read (likely and possible
+findings with percentages, model versions) on the right; the doctor's current reading (signed or only
+saved, amended, or "not yet reviewed") with the note and the reader; the decision-aid notice and who made the
+report when.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Any, cast
 
 import matplotlib
 from fpdf import FPDF
 
 from core.handoff.content import DISCLAIMER, ReportContent
+from core.handoff.film import annotated_film, doctor_boxes
 
 FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 LEVEL_WORDS = {"urgent": "URGENT", "priority": "Priority", "routine": "Routine"}
@@ -30,6 +33,28 @@ def _pct(p: float) -> str:
     return f"{p:.0%}"
 
 
+def _lines(pdf: FPDF, text: str, height: float) -> list[str]:
+    """The lines ``text`` takes in the full-width column at the current font."""
+    return cast(list[str], pdf.multi_cell(186, height, text, dry_run=True, output="LINES"))
+
+
+def _fit(pdf: FPDF, text: str, room: float) -> float:
+    """Set the largest font (9.5 down to 7 pt) at which ``text`` fits ``room`` mm; its line height, or 0."""
+    for size in (9.5, 8.5, 7.5, 7.0):
+        pdf.set_font("DejaVu", "", size)
+        height = size * 0.5
+        if len(_lines(pdf, text, height)) * height <= room:
+            return height
+    return 0.0
+
+
+def _cut(pdf: FPDF, text: str, room: float) -> str:
+    """``text`` cut (at 7 pt) to the lines that fit ``room``, saying that the record has the rest."""
+    lines = _lines(pdf, text, 3.5)
+    keep = max(int(room // 3.5) - 1, 1)
+    return "\n".join(lines[:keep]) + "\n[...] The note is longer than this page: the record has all of it."
+
+
 class _Report(FPDF):
     def __init__(self) -> None:
         super().__init__(format="A4", unit="mm")
@@ -37,6 +62,11 @@ class _Report(FPDF):
         self.add_font("DejaVu", "B", str(FONT_DIR / "DejaVuSans-Bold.ttf"))
         self.set_auto_page_break(False)
         self.set_margins(12, 12, 12)
+
+    def multi_cell(self, *args: Any, **kwargs: Any) -> Any:
+        """Left-aligned by default (fpdf2 justifies, which spreads short lines of a narrow column apart)."""
+        kwargs.setdefault("align", "L")
+        return super().multi_cell(*args, **kwargs)
 
     def label_value(self, label: str, value: str, w: float) -> None:
         x = self.get_x()
@@ -105,7 +135,7 @@ def render_pdf(content: ReportContent) -> bytes:
     film_w = 110.0
     film_h = film_w * view.height / max(view.width, 1)
     film_h = min(film_h, 130.0)
-    pdf.image(str(view.image_path), x=12, y=film_top, h=film_h, keep_aspect_ratio=True, w=film_w)
+    pdf.image(annotated_film(content), x=12, y=film_top, h=film_h, keep_aspect_ratio=True, w=film_w)
     pdf.set_xy(128, film_top)
     level = view.triage_level
     pdf.set_font("DejaVu", "B", 13)
@@ -160,19 +190,36 @@ def render_pdf(content: ReportContent) -> bytes:
         pdf.multi_cell(186, 5, "Not yet reviewed by a doctor: the AI read above is unconfirmed.")
     else:
 
-        def labels(items: tuple[str, ...]) -> str:
-            return ", ".join(by_name[n].label if n in by_name else n for n in items) or "none"
+        def labels(label: str) -> str:
+            names = [n for n, v in reading.labels.items() if v == label]
+            return ", ".join(by_name[n].label if n in by_name else n for n in names) or "none"
 
-        verdict = "agreed with the AI read" if reading.agreed else "corrected the AI read"
-        text = (
-            f"Reviewed by {reading.reader_name} ({reading.reader}) on {_when(reading.saved_at)}: {verdict}.\n"
-            f"Present: {labels(reading.present)}; the other findings absent.\n"
-        )
-        if reading.uncertain:
-            text += f"Uncertain: {labels(reading.uncertain)}.\n"
+        reader = reading.reader_name or reading.reader_username
+        if reading.signed and reading.signed_at is not None:
+            verb = "Amended and signed" if reading.amends is not None else "Signed"
+            head = f"{verb} by {reader} ({reading.reader_username}) on {_when(reading.signed_at)}"
+        else:
+            head = f"Saved, not signed, by {reader} ({reading.reader_username}) on {_when(reading.saved_at)}"
+        verdict = "agrees with the AI read" if reading.status == "reviewed" else "corrects the AI read"
+        text = f"{head}: {verdict}.\nPresent: {labels('present')}. Absent: {labels('absent')}."
+        if any(v == "uncertain" for v in reading.labels.values()):
+            text += f" Uncertain: {labels('uncertain')}."
+        if reading.unset:
+            unset = ", ".join(by_name[n].label if n in by_name else n for n in reading.unset)
+            text += f" Left at the AI's suggestion: {unset}."
+        marked = doctor_boxes(content)
+        if marked:
+            text += f"\nMarked by the doctor (blue): {', '.join(b.label for b in marked)}."
+        if reading.amends is not None and reading.amend_reason:
+            text += f"\nAmended because: {reading.amend_reason}"
         if reading.note:
-            text += f"Note: {reading.note}"
-        pdf.multi_cell(186, 5, text.strip())
+            text += f"\nNote: {reading.note}"
+        room = 297 - 24 - 8 - pdf.get_y()  # down to the footer, less the reader's line
+        fitted = _fit(pdf, text.strip(), room)
+        pdf.multi_cell(186, fitted or 3.5, text.strip() if fitted else _cut(pdf, text.strip(), room))
+        pdf.set_font("DejaVu", "B", 9.5)
+        pdf.ln(1)
+        pdf.cell(0, 5, f"Reader: {reader}", new_x="LMARGIN", new_y="NEXT")
 
     # Footer.
     pdf.set_y(-22)
