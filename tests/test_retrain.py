@@ -40,8 +40,9 @@ def _shifted(image: Image.Image, dx: int) -> Image.Image:
     return Image.fromarray(np.roll(np.asarray(image.convert("L")), dx, axis=1))
 
 
-def write_export(root: Path, *, leak: bool = True) -> Path:
-    """A format-1 export: each sample shifted (a new image) with boxes, plus (``leak``) one unshifted copy."""
+def write_export(root: Path, *, leak: bool = True, sources: bool = False) -> Path:
+    """A format-1 export: each sample shifted (a new image) with boxes, plus (``leak``) one unshifted copy;
+    with ``sources`` the issue-12 provenance columns (Pneumonia accepted, the rest set by the doctor)."""
     (root / "images").mkdir(parents=True)
     (root / "yolo" / "images").mkdir(parents=True)
     (root / "yolo" / "labels").mkdir(parents=True)
@@ -76,6 +77,11 @@ def write_export(root: Path, *, leak: bool = True) -> Path:
                 "reviewed_at": "2026-11-24T00:00:00+00:00",
                 "reviewed_by": "dr.test",
                 **labels,
+                **(
+                    {f"{f}_source": "accepted" if f == "Pneumonia" else "doctor" for f in FINDINGS}
+                    if sources
+                    else {}
+                ),
             }
         )
     pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
@@ -155,6 +161,36 @@ def test_the_masked_loss_ignores_what_the_doctor_left_uncertain():
     changed = logits.copy()
     changed[2, 1] = -7.0  # whatever the model says about an uncertain label changes nothing
     assert float(np.asarray(loss(labels, changed))[2]) == pytest.approx(with_nan, rel=1e-6)
+
+
+def test_accepted_labels_weigh_less_and_unlabelled_nothing(tmp_path):
+    """Issue 12: a label the doctor accepted unchanged from the model weighs ``accepted_weight``."""
+    old_style = read_export(write_export(tmp_path / "old", leak=False), FINDINGS)
+    assert (old_style.weight_matrix(0.3)[:, FINDINGS.index("Pneumonia")] == 1.0).all()  # no provenance: 1
+    assert old_style.source_counts() == {}
+    reviewed = read_export(write_export(tmp_path / "new", leak=False, sources=True), FINDINGS)
+    weights = reviewed.weight_matrix(0.3)
+    assert np.allclose(weights[:, FINDINGS.index("Pneumonia")], 0.3)
+    assert (weights[:, FINDINGS.index("Hernia")] == 0).all()  # no label, no weight
+    assert (weights[:, FINDINGS.index("Mass")] == 1).all()
+    assert reviewed.source_counts() == {"accepted": 4, "doctor": 4 * 13}
+    with pytest.raises(ValueError):
+        reviewed.weight_matrix(1.5)
+
+
+def test_the_loss_weighs_each_label_by_its_weight():
+    from core.training.retrain_classifier import masked_weighted_bce
+
+    labels = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+    logits = np.array([[0.5, 0.2], [-0.3, 0.1]], np.float32)
+    loss = masked_weighted_bce(labels)
+    plain = np.asarray(loss(labels, logits))
+    full = np.asarray(loss(np.concatenate([labels, np.ones_like(labels)], axis=1), logits))
+    assert np.allclose(plain, full)  # weight 1 everywhere is the unweighted loss
+    half = np.asarray(loss(np.concatenate([labels, [[1.0, 0.5], [1.0, 1.0]]], axis=1), logits))
+    zero = np.asarray(loss(np.concatenate([labels, [[1.0, 0.0], [1.0, 1.0]]], axis=1), logits))
+    assert zero[0] < half[0] < plain[0] and half[0] == pytest.approx((plain[0] + zero[0]) / 2, rel=1e-5)
+    assert half[1] == pytest.approx(plain[1])
 
 
 @pytest.fixture

@@ -3,6 +3,10 @@
 An export folder holds ``manifest.json`` (format 1, the sha256 of every file), ``labels.csv`` (one row per
 reviewed study: ``image``, ``patient_key`` and the 14 findings as 1 present, 0 absent, empty uncertain),
 ``images/<sha256>.png`` and a YOLO copy under ``yolo/`` (``images/``, ``labels/``, ``classes.txt``).
+Since issue 12 ``labels.csv`` also says per finding who set the label (``<finding>_source``: ``doctor``,
+``accepted`` = the model's suggestion accepted unchanged, ``model`` = unset and exported empty, ``unknown``);
+:meth:`ReviewedSet.weight_matrix` turns that into per-label loss weights (``accepted`` labels weigh
+``accepted_weight``, default :data:`DEFAULT_ACCEPTED_WEIGHT`; older exports without the columns weigh 1).
 
 Reading checks what retraining relies on, and refuses with a message that says what is wrong:
 
@@ -28,6 +32,9 @@ import pandas as pd
 from PIL import Image
 
 FORMAT_VERSION = 1
+#: Loss weight of a label the doctor accepted unchanged from the model's suggestion (a set label weighs 1):
+#: a deliberate act, but not a finding-by-finding reading, so it counts half by default.
+DEFAULT_ACCEPTED_WEIGHT = 0.5
 #: Two grey levels of mean absolute difference between 32 x 32 thumbnails: the same radiograph re-encoded.
 SAME_IMAGE_MAD = 2.0
 THUMB = 32
@@ -53,6 +60,29 @@ class ReviewedSet:
     def label_matrix(self) -> np.ndarray:
         """(N, 14) float32: 1 present, 0 absent, NaN uncertain (masked out of the loss)."""
         return self.table[list(self.findings)].to_numpy(dtype=np.float32)
+
+    def weight_matrix(self, accepted_weight: float = DEFAULT_ACCEPTED_WEIGHT) -> np.ndarray:
+        """(N, 14) float32 loss weights: 1 for a label the doctor set (or of unknown provenance),
+        ``accepted_weight`` for one accepted unchanged, 0 where there is no label."""
+        if not 0.0 <= accepted_weight <= 1.0:
+            raise ValueError(f"accepted_weight must be within [0, 1], got {accepted_weight}")
+        weights = np.ones((len(self.table), len(self.findings)), np.float32)
+        for j, finding in enumerate(self.findings):
+            column = f"{finding}_source"
+            if column in self.table.columns:
+                weights[(self.table[column] == "accepted").to_numpy(), j] = accepted_weight
+        weights[np.isnan(self.label_matrix())] = 0.0
+        return weights
+
+    def source_counts(self) -> dict[str, int]:
+        """How many labels of each source the kept rows carry (empty for exports before issue 12)."""
+        columns = [f"{f}_source" for f in self.findings if f"{f}_source" in self.table.columns]
+        if not columns:
+            return {}
+        values = self.table[columns].to_numpy().ravel()
+        return {
+            str(k): int(v) for k, v in zip(*np.unique(values.astype(str), return_counts=True), strict=True)
+        }
 
     def images(self, size: int) -> np.ndarray:
         """(N, size, size) uint8, resized the way the NIH images are (Lanczos, no padding)."""

@@ -5,7 +5,9 @@
 1. Starts from the weights of the active classifier (``--parent`` names another version).
 2. Trains on the NIH train split plus the export's reviewed studies (``core.training.corrections_data``),
    the reviewed ones repeated ``--repeat`` times so a few hundred doctor labels are not drowned by 2,350
-   NIH rows. A finding the doctor marked *uncertain* is masked out of the loss rather than guessed.
+   NIH rows. A finding the doctor marked *uncertain* (or left unset) is masked out of the loss rather than
+   guessed; a label the doctor accepted unchanged from the model's suggestion weighs ``--accepted-weight``
+   (default 0.5; 1 treats it as set, 0 ignores it), a label the doctor set weighs 1.
    Studies whose image is an NIH validation or test image are dropped and counted (leakage).
 3. Keeps the epoch with the best validation mean AUC (the parent itself counts as epoch 0, so a fine-tune
    that does not help on validation keeps the parent's weights), then runs the same evaluation as the first model
@@ -39,7 +41,13 @@ import tensorflow as tf
 from core.config import get_settings
 from core.ml.registry import read_registry
 from core.training import evaluate_classifier
-from core.training.corrections_data import ReviewedSet, default_version, read_export, retraining_record
+from core.training.corrections_data import (
+    DEFAULT_ACCEPTED_WEIGHT,
+    ReviewedSet,
+    default_version,
+    read_export,
+    retraining_record,
+)
 from core.training.nih14 import FINDINGS, Split, dataset_hash, load_splits
 from core.training.train_classifier import BestValAUC, augmenter, mean_auc
 
@@ -68,7 +76,11 @@ def freeze_batchnorm(layer: keras.layers.Layer) -> None:
 
 
 def masked_weighted_bce(labels: np.ndarray):
-    """The first training's class-balanced BCE, with NaN labels (doctor: uncertain) contributing nothing."""
+    """The first training's class-balanced BCE, with NaN labels (doctor: uncertain) contributing nothing.
+
+    ``y_true`` is either the (N, k) labels or (N, 2k): the labels then a per-label weight (issue 12: an
+    accepted label weighs less than a set one); a row's loss is its weighted sum over its known labels."""
+    k = labels.shape[1]
     known = ~np.isnan(labels)
     filled = np.nan_to_num(labels)
     pos = filled.sum(axis=0).clip(min=1.0)
@@ -79,22 +91,34 @@ def masked_weighted_bce(labels: np.ndarray):
 
     def loss(y_true, logits):
         y_true = tf.cast(y_true, tf.float32)
+        if y_true.shape[-1] == 2 * k:
+            y_true, weight = y_true[:, :k], y_true[:, k:]
+        else:
+            weight = tf.ones_like(y_true)
         mask = tf.cast(tf.logical_not(tf.math.is_nan(y_true)), tf.float32)
         y = tf.where(mask > 0, y_true, tf.zeros_like(y_true))
         per = -(pos_w * y * tf.math.log_sigmoid(logits) + neg_w * (1.0 - y) * tf.math.log_sigmoid(-logits))
-        return tf.reduce_sum(per * mask, axis=-1) / tf.maximum(tf.reduce_sum(mask, axis=-1), 1.0)
+        return tf.reduce_sum(per * mask * weight, axis=-1) / tf.maximum(tf.reduce_sum(mask, axis=-1), 1.0)
 
     return loss
 
 
 def training_arrays(
-    train: Split, reviewed: ReviewedSet, size: int, repeat: int
+    train: Split,
+    reviewed: ReviewedSet,
+    size: int,
+    repeat: int,
+    accepted_weight: float = DEFAULT_ACCEPTED_WEIGHT,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """NIH train images and labels followed by the reviewed studies ``repeat`` times."""
+    """NIH train images followed by the reviewed studies ``repeat`` times; y is (N, 2 x 14): the labels, then
+    each label's loss weight (NIH 1; reviewed: :meth:`ReviewedSet.weight_matrix`)."""
+    nih_y = np.concatenate([train.labels, np.ones_like(train.labels)], axis=1)
+    if not len(reviewed):
+        return train.images, nih_y.astype(np.float32)
     extra_x = reviewed.images(size)
-    extra_y = reviewed.label_matrix()
-    x = np.concatenate([train.images, *([extra_x] * repeat)]) if len(reviewed) else train.images
-    y = np.concatenate([train.labels, *([extra_y] * repeat)]) if len(reviewed) else train.labels
+    extra_y = np.concatenate([reviewed.label_matrix(), reviewed.weight_matrix(accepted_weight)], axis=1)
+    x = np.concatenate([train.images, *([extra_x] * repeat)])
+    y = np.concatenate([nih_y, *([extra_y] * repeat)])
     return x, y.astype(np.float32)
 
 
@@ -120,6 +144,7 @@ def retrain(
     batch: int = 32,
     lr: float = 2e-5,
     repeat: int = 4,
+    accepted_weight: float = DEFAULT_ACCEPTED_WEIGHT,
     seed: int = 2026,
     limit: int = 0,
     version: str | None = None,
@@ -169,7 +194,7 @@ def retrain(
         f"{size} px, {epochs} epoch(s), lr {lr:g}",
         flush=True,
     )
-    x, y = training_arrays(train_split, reviewed, size, repeat)
+    x, y = training_arrays(train_split, reviewed, size, repeat, accepted_weight)
 
     inference_model = keras.saving.load_model(parent_dir / "model.keras", compile=False)
     train_model = keras.Model(inference_model.input, inference_model.get_layer("logits").output, name="train")
@@ -178,7 +203,7 @@ def retrain(
     schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, steps * epochs), alpha=0.1)
     train_model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=1e-4),
-        loss=masked_weighted_bce(y),
+        loss=masked_weighted_bce(y[:, : len(FINDINGS)]),
     )
     tracker = BestValAUC(val_split, batch, epochs)
     # the parent is epoch 0: a fine-tune that never beats it on validation keeps the parent's weights
@@ -223,6 +248,8 @@ def retrain(
     published["parent"] = parent
     published["test_split_sha256"] = test_split_hash(splits["test"])
     published["retraining"] = retraining_record(export, reviewed, repeat, t_start)
+    published["retraining"]["accepted_weight"] = accepted_weight
+    published["retraining"]["label_sources"] = reviewed.source_counts()
     (target / "card.json").write_text(json.dumps(published, indent=2))
     from core.training.model_card import write_classifier_card
 
@@ -244,6 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-5)
     p.add_argument("--repeat", type=int, default=4, help="times each reviewed study is seen per epoch")
+    p.add_argument(
+        "--accepted-weight",
+        type=float,
+        default=DEFAULT_ACCEPTED_WEIGHT,
+        help="loss weight of a label the doctor accepted unchanged from the model (a set label weighs 1)",
+    )
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--limit", type=int, default=0, help="only the first N NIH train/val images (smoke tests)")
     p.add_argument("--version", help="name of the new version (default: <parent>-ft<UTC time>)")
@@ -265,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         batch=args.batch,
         lr=args.lr,
         repeat=args.repeat,
+        accepted_weight=args.accepted_weight,
         seed=args.seed,
         limit=args.limit,
         version=version,
