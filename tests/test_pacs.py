@@ -14,6 +14,7 @@ import pytest
 from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
+from core.__main__ import main
 from core.auth import AuthenticatedUser
 from core.errors import ConflictError
 from core.pacs import unmatched
@@ -261,3 +262,32 @@ def test_sign_off_sends_the_read_and_a_failed_send_is_retried_by_sync(
     assert report.sent == [study_id] and report.error == ""
     assert sign_off_sends(study_id) == 4
     assert sync(doctor).sent == []  # nothing left to send
+
+
+def test_cli_sync_and_send_lines_and_exit_status(
+    pacs: Orthanc,
+    configure: Callable[..., None],
+    doctor: AuthenticatedUser,
+    make_patient: Callable[..., object],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    make_patient("ED-13")
+    DicomWebClient(pacs.dicomweb).store([film(DICOM, "ED-13"), film(DICOM, "NOBODY-13")])
+    code = main(["pacs", "sync", "--user", doctor.username])
+    out, err = capsys.readouterr()
+    assert out.startswith("imported 1, unmatched 1, refused 0")
+    assert code == (0 if dicom_out_available() else 1), err
+    assert main(["pacs", "sync", "--user", "nobody"]) == 2
+
+    configure(pacs_url=f"http://127.0.0.1:{_free_port()}/dicom-web")
+    capsys.readouterr()
+    assert main(["pacs", "sync", "--user", doctor.username]) == 1
+    _, err = capsys.readouterr()
+    assert err.count("\n") == 1 and "does not answer" in err and "Traceback" not in err
+    study_id = next(r[1] for r in imports().values() if r[0] == "imported")
+    assert main(["pacs", "send", str(study_id), "--user", doctor.username]) == 1
+    assert capsys.readouterr().err.count("\n") == 1
+
+    configure(pacs_url="")
+    assert main(["pacs", "sync", "--user", doctor.username]) == 2
+    assert "CXR_PACS_URL" in capsys.readouterr().err

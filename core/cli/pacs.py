@@ -47,14 +47,14 @@ def run_send(args: argparse.Namespace) -> int:
     from core.auth import find_active_user
     from core.errors import NotFound
     from core.pacs.client import PacsUnavailable
-    from core.pacs.sync import PacsNotConfigured, send_reading
+    from core.pacs.sync import PacsNotConfigured, ReadNotExportable, send_reading
 
     try:
         stored = send_reading(args.study_id, find_active_user(args.user), reason="manual")
     except (NotFound, PacsNotConfigured) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except PacsUnavailable as exc:
+    except (PacsUnavailable, ReadNotExportable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"stored {len(stored)} instance(s) of study {args.study_id} to the PACS")
