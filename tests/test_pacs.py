@@ -291,3 +291,27 @@ def test_cli_sync_and_send_lines_and_exit_status(
     configure(pacs_url="")
     assert main(["pacs", "sync", "--user", doctor.username]) == 2
     assert "CXR_PACS_URL" in capsys.readouterr().err
+
+
+def test_a_film_sent_by_c_store_is_imported(
+    pacs: Orthanc, doctor: AuthenticatedUser, make_patient: Callable[..., object]
+) -> None:
+    """A modality's way in: DICOM C-STORE to the PACS's DICOM port (pynetdicom as the modality)."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation, SecondaryCaptureImageStorage
+
+    make_patient("ED-14")
+    data = film(DICOM, "ED-14")
+    ds = pydicom.dcmread(io.BytesIO(data))
+    modality = AE(ae_title="PORTABLE_XR")
+    for context in (SecondaryCaptureImageStorage, DigitalXRayImageStorageForPresentation):
+        modality.add_requested_context(context, ds.file_meta.TransferSyntaxUID)
+    association = modality.associate("127.0.0.1", pacs.dicom_port, ae_title="PACS")
+    assert association.is_established
+    try:
+        status = association.send_c_store(ds)
+    finally:
+        association.release()
+    assert status.Status == 0x0000
+    report = sync(doctor)
+    assert report.imported == [uid(data, "SOPInstanceUID")]
