@@ -173,3 +173,14 @@ def log_in(page, base_url: str, username: str, password: str, path: str = "") ->
     page.get_by_label("Username", exact=True).fill(username)
     page.get_by_label("Password", exact=True).fill(password)
     page.get_by_role("button", name="Log in").click()
+    # A login that succeeds reloads the page through /session/start (serve.py) to set the session cookie:
+    # wait for the cookie and the reloaded page, so the next step does not act on the page about to go.
+    deadline = time.monotonic() + STEP_MS / 1000
+    while time.monotonic() < deadline:
+        if any(c["name"] == "cxr_session" for c in page.context.cookies()):
+            page.wait_for_load_state()
+            expect(page.get_by_role("button", name="Log out")).to_be_visible(timeout=STEP_MS)
+            return
+        if page.get_by_text("Invalid username or password.").count():
+            return
+        page.wait_for_timeout(100)
