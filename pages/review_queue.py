@@ -18,14 +18,15 @@ user = session.require_user()
 session.show_flash()
 st.title("Review queue", anchor=False)
 st.caption(
-    "Unreviewed X-rays, least certain first: films whose triage was marked uncertain, then those whose read "
-    "is closest to flipping a finding (the smallest log-odds distance of any finding from its threshold)."
+    "Unreviewed X-rays, least certain first: films whose triage was marked uncertain (urgent ones first), then "
+    "those whose read is closest to flipping a finding (the smallest log-odds distance of any finding from its "
+    "threshold). A film with a saved or signed reading is not listed."
 )
 
 items = queues.review_queue(actor=user)
 if not items:
     st.info("No X-ray is waiting for review.", icon=":material/task_alt:")
-widths = [2, 3, 4, 1.5, 1.3]
+widths = [1.7, 2.8, 3.6, 1.3, 1.6]  # the Review button keeps its label at 1440 px
 with st.container(border=True):
     if items:
         for column, heading in zip(

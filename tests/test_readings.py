@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from core.auth import AuthenticatedUser
 from core.errors import ConflictError, ValidationError
@@ -228,3 +228,26 @@ def test_current_readings_for_a_list(
     cx.save_correction(study.study_id, state.labels, [], "two", state.study_version, doctor)
     found = rd.current_readings([study.study_id, other.study_id])
     assert list(found) == [study.study_id] and found[study.study_id].note == "two"
+
+
+def test_review_queue_puts_urgent_first_among_equally_uncertain_and_never_lists_a_signed_film(
+    study: dx.DiagnosisView, doctor: AuthenticatedUser
+) -> None:
+    films = [study.study_id] + [
+        dx.diagnose_upload("ED-1", png_variant(i), f"{i}.png", doctor).study_id for i in (1, 2, 3)
+    ]
+    with session_scope() as s:  # all equally uncertain with the same read: only the triage level differs
+        probabilities = s.scalars(select(models.Diagnosis.probabilities)).first()
+        for study_id, level in zip(films, ("routine", "urgent", "priority", "urgent"), strict=True):
+            s.execute(
+                update(models.Diagnosis)
+                .where(models.Diagnosis.study_id == study_id)
+                .values(triage_level=level, uncertain=True, probabilities=probabilities)
+            )
+    queue = [i.study_id for i in cx.review_queue()]
+    assert queue == [films[1], films[3], films[2], films[0]]  # urgent (oldest first), priority, routine
+    state = cx.get_editor_state(films[1], doctor)
+    cx.save_correction(
+        films[1], state.labels, [], "", state.study_version, doctor, sources=all_set(state), sign=True
+    )
+    assert films[1] not in [i.study_id for i in cx.review_queue()]

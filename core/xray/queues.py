@@ -25,6 +25,7 @@ from core.xray.stored import findings_of, patient_name
 from db import models
 from db import repository as repo
 from db.base import utcnow
+from db.models import TRIAGE_LEVELS
 from db.session import session_scope
 
 WORKLIST_LIMIT = 200
@@ -118,10 +119,12 @@ def worklist(
 
 def review_queue(limit: int = 50, *, actor: Who | None = None) -> tuple[QueueItem, ...]:
     """Unreviewed studies (status 'new'), least certain first, for doctors to label where it teaches most.
+    A film with a saved (or signed) reading is never listed: saving a reading sets its status.
 
     Rule (margin sampling on the calibrated probabilities): first the studies whose triage is marked
     *uncertain* (a deciding cut within reach, or an image near the out-of-scope limit: the rule itself was
-    unsure), then by ``margin`` = the smallest |logit(p) - logit(threshold)| over the findings (the read
+    unsure), then by triage level (urgent first), then by ``margin`` = the smallest
+    |logit(p) - logit(threshold)| over the findings (the read
     closest to flipping a finding), then oldest first. At most ``QUEUE_SCAN_LIMIT`` of the oldest
     unreviewed studies are ranked. Shown to ``actor``, the listing is audited (``list``).
     """
@@ -129,7 +132,11 @@ def review_queue(limit: int = 50, *, actor: Who | None = None) -> tuple[QueueIte
     with session_scope() as session:
         rows = repo.new_studies_with_latest_diagnosis(session, QUEUE_SCAN_LIMIT)
         items = [_item(s, d, p, store) for s, d, p in rows]
-        items.sort(key=lambda i: (not i.uncertain, i.margin, i.uploaded_at, i.study_id))
+        # Among equally uncertain films the most pressing triage level first (issue 12), then the margin.
+        rank = {level: n for n, level in enumerate(TRIAGE_LEVELS)}
+        items.sort(
+            key=lambda i: (not i.uncertain, rank.get(i.triage_level, 99), i.margin, i.uploaded_at, i.study_id)
+        )
         shown = tuple(items[: max(1, min(limit, 1000))])
         _audit_listing(session, actor, "review_queue", shown)
     return shown
