@@ -111,3 +111,14 @@ def test_a_doctor_without_a_site_and_the_admins_sites_view(make_user: MakeUser) 
     assert not at.exception, at.exception
     site = sites.user_site(loner.user.id)
     assert site is not None and site.code == "ZH-LAKE"
+
+
+def test_the_result_page_links_the_film_to_its_referral(deployment: Deployment) -> None:
+    at = login(deployment.crew)
+    at.query_params["patient"] = deployment.patient.patient_id
+    at.query_params["study"] = str(deployment.study.study_id)
+    at.switch_page("pages/xray.py").run()
+    assert not at.exception, "\n".join(at.exception[0].stack_trace) if at.exception else ""
+    links = [element.proto for element in at.get("page_link")]
+    refer = [link for link in links if link.label == "Refer to an emergency department"]
+    assert len(refer) == 1 and refer[0].query_string == f"refer={deployment.study.study_id}"
