@@ -368,6 +368,13 @@ class Study(Base):
     uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     status: Mapped[str] = mapped_column(String(16), default="new")
     version: Mapped[int] = mapped_column(Integer)
+    # when the film was taken (DICOM StudyDate) and its projection (ViewPosition); None for PNG/JPEG (0006)
+    acquired_on: Mapped[date | None] = mapped_column(Date)
+    projection: Mapped[str | None] = mapped_column(String(16))
+    # a film withdrawn from the record (wrong patient, unusable): kept, hidden by default, audited (0006)
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    withdrawn_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    withdrawn_reason: Mapped[str | None] = mapped_column(String(500))
 
     diagnoses: Mapped[list[Diagnosis]] = relationship(back_populates="study", passive_deletes=True)
 

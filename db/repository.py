@@ -451,14 +451,22 @@ def latest_diagnosis(session: Session, study_id: int) -> Diagnosis | None:
     ).first()
 
 
-def studies_with_latest_diagnosis(session: Session, patient_pk: int) -> Sequence[Row[Study, Diagnosis]]:
-    """(study, its newest diagnosis) pairs of one patient, newest upload first."""
-    return session.execute(
-        select(Study, Diagnosis)
-        .join(Diagnosis, Diagnosis.id == _latest_diagnosis_id())
-        .where(Study.patient_pk == patient_pk)
-        .order_by(Study.uploaded_at.desc(), Study.id.desc())
-    ).all()
+def studies_with_latest_diagnosis(
+    session: Session, patient_pk: int, *, withdrawn: bool = False
+) -> Sequence[Row[Study, Diagnosis]]:
+    """(study, its newest diagnosis) pairs of one patient, newest first: by the day the film was taken when
+    its header says (DICOM StudyDate), else by the upload; withdrawn films only when ``withdrawn``."""
+    stmt = select(Study, Diagnosis).join(Diagnosis, Diagnosis.id == _latest_diagnosis_id())
+    stmt = stmt.where(Study.patient_pk == patient_pk)
+    if not withdrawn:
+        stmt = stmt.where(Study.withdrawn_at.is_(None))
+    rows = session.execute(stmt.order_by(Study.uploaded_at.desc(), Study.id.desc())).all()
+    # one patient's films: sorted here, the same on both databases (a date against a timestamp)
+    return sorted(
+        rows,
+        key=lambda r: (r[0].acquired_on or r[0].uploaded_at.date(), r[0].uploaded_at, r[0].id),
+        reverse=True,
+    )
 
 
 def unreviewed_studies(
@@ -472,7 +480,7 @@ def unreviewed_studies(
         select(Study, Diagnosis, Patient)
         .join(Diagnosis, Diagnosis.id == _latest_diagnosis_id())
         .join(Patient, Patient.id == Study.patient_pk)
-        .where(Study.status == "new")
+        .where(Study.status == "new", Study.withdrawn_at.is_(None))
         .order_by(rank, Diagnosis.urgency.desc().nulls_last(), Study.uploaded_at, Study.id)
         .limit(limit)
     ).all()

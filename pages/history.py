@@ -16,7 +16,8 @@ if not patient_id:
     st.stop()
 try:
     record = session.current_record(patient_id, user)
-    studies = diagnosis.patient_history(record.patient_id, actor=user)
+    withdrawn = st.session_state.get("xr.history.withdrawn", False)
+    studies = diagnosis.patient_history(record.patient_id, actor=user, withdrawn=withdrawn)
 except NotFound as exc:
     st.error(fmt.md(str(exc)), icon=":material/person_off:")
     st.stop()
@@ -29,7 +30,9 @@ if not studies:
     st.info("No X-ray in this record yet.", icon=":material/radiology:")
     st.stop()
 
-st.caption(f"{len(studies)} film{'s' if len(studies) != 1 else ''}, newest first")
+count, show = st.columns([3, 1], vertical_alignment="center")
+count.caption(f"{len(studies)} film{'s' if len(studies) != 1 else ''}, newest first")
+show.toggle("Show withdrawn films", key="xr.history.withdrawn")
 xray_views.history_list(studies, record.patient_id)
 st.subheader("Probabilities over time", anchor=False)
 xray_views.probability_chart(diagnosis.probability_series(record.patient_id))

@@ -17,11 +17,11 @@ from streamlit.delta_generator import DeltaGenerator
 
 from core.auth import AuthenticatedUser
 from core.config import get_settings
-from core.errors import AppError
+from core.errors import AppError, ValidationError
 from core.imaging import ImageRejected
 from core.ml import triage
 from core.records import PatientRecord
-from core.xray import compare, diagnosis
+from core.xray import compare, diagnosis, film_admin
 from core.xray.diagnosis import DiagnosisView
 from core.xray.stored import FindingRead
 from ui import fmt, handoff_views, referral_views, session, viewer
@@ -193,6 +193,8 @@ def result(
 def summary(view: DiagnosisView, user: AuthenticatedUser | None, record: PatientRecord | None) -> None:
     """The right column of the result: triage first, then the context, the read, and the actions."""
     st.markdown(f"{triage_badge(view.triage_level, view.uncertain)} {status_badge(view.status)}")
+    if view.withdrawn is not None:
+        st.error(f"**Withdrawn from the record:** {fmt.md(view.withdrawn)}", icon=":material/block:")
     context(view, record)
     if view.uncertain:
         st.warning(f"**Uncertain: review.** {fmt.md(view.uncertain_reason)}", icon=":material/help:")
@@ -216,6 +218,8 @@ def summary(view: DiagnosisView, user: AuthenticatedUser | None, record: Patient
     for line in view.disagreements:
         st.caption(f":material/compare_arrows: {fmt.md(line)}")
     actions(view, user)
+    if user is not None:
+        put_right(view, user)
     for note in (view.orientation_note, *(n for n in view.notes if n != view.orientation_note)):
         if note:
             st.info(note, icon=":material/info:")
@@ -262,6 +266,37 @@ def actions(view: DiagnosisView, user: AuthenticatedUser | None) -> None:
         st.rerun()
 
 
+def put_right(view: DiagnosisView, user: AuthenticatedUser) -> None:
+    """Move the film to the right patient, or withdraw it: a reason is required, both are audited, nothing
+    is deleted."""
+    if view.withdrawn is not None:
+        return
+    key = f"xr.fix.{view.study_id}"
+    with st.expander("Wrong patient or unusable film?", icon=":material/move_item:"):
+        what = st.radio(
+            "Action", ["Move to another patient", "Withdraw from the record"], key=f"{key}.what", index=None
+        )
+        target = ""
+        if what == "Move to another patient":
+            target = st.text_input("Patient ID of the right record", key=f"{key}.target").strip()
+        reason = st.text_area("Reason (kept in the audit log)", key=f"{key}.reason", max_chars=500)
+        if st.button("Apply", key=f"{key}.apply", disabled=what is None, icon=":material/check:"):
+            try:
+                if what == "Move to another patient":
+                    moved_to = film_admin.move_study(view.study_id, target, reason, user)
+                    session.flash(f"The film was moved to {moved_to}'s record.")
+                    st.session_state.pop(VIEW, None)  # its patient changed: fetched again
+                    session.open_study(view.study_id, moved_to)
+                film_admin.withdraw_study(view.study_id, reason, user)
+            except AppError as exc:
+                message = "; ".join(exc.errors.values()) if isinstance(exc, ValidationError) else str(exc)
+                st.error(fmt.md(message), icon=":material/error:")
+                return
+            session.flash("The film was withdrawn from the record; it stays in the audit trail.")
+            forget_shown()
+            st.rerun()
+
+
 def previous_film(view: DiagnosisView) -> int | None:
     """The study ID of the patient's film before this one (by the history's order), or None."""
     history = diagnosis.patient_history(view.patient_id)
@@ -278,12 +313,9 @@ def context(view: DiagnosisView, record: PatientRecord | None) -> None:
             lines.append(f"Visit {fmt.day(visit.visit_date)}: {fmt.md(visit.reason)}")
         else:
             lines.append(":gray[Not linked to a visit]")
-    header = view.dicom or {}
-    taken = header.get("study_date")
-    projection = header.get("view_position")
     lines.append(
-        f"Film taken {fmt.md(str(taken)) if taken else ':gray[date not in the file]'}"
-        + (f" · {fmt.md(str(projection))} projection" if projection else "")
+        f"Film taken {fmt.day(view.acquired_on) if view.acquired_on else ':gray[date not in the file]'}"
+        + (f" · {fmt.md(view.projection)} projection" if view.projection else "")
     )
     lines.append(
         f":gray[Uploaded {fmt.moment(view.uploaded_at)} by {fmt.md(view.uploaded_by)} · "
@@ -431,7 +463,13 @@ def history_list(studies: tuple[diagnosis.StudySummary, ...], patient_id: str) -
         with st.container(border=True):
             thumb, when, found, level, action = st.columns([1, 2, 4, 2, 1.3], vertical_alignment="center")
             thumb.image(str(s.thumbnail_path), width=96)
-            when.markdown(f"**{fmt.moment(s.uploaded_at)}**  \n:gray[{fmt.md(s.original_filename)}]")
+            taken = f"**Taken {fmt.day(s.acquired_on)}**" if s.acquired_on else "**Date taken unknown**"
+            projection = f" · {fmt.md(s.projection)}" if s.projection else ""
+            withdrawn = "  \n:red-badge[withdrawn]" if s.withdrawn else ""
+            when.markdown(
+                f"{taken}{projection}  \n:gray[uploaded {fmt.moment(s.uploaded_at)} · "
+                f"{fmt.md(s.original_filename)}]{withdrawn}"
+            )
             top = ", ".join(f"{name.replace('_', ' ')} {p:.0%}" for name, p in s.top3)
             flagged = f"  \n:gray[{len(s.flagged)} over threshold]" if s.flagged else ""
             found.markdown(f"{top}{flagged}")
@@ -443,15 +481,54 @@ def history_list(studies: tuple[diagnosis.StudySummary, ...], patient_id: str) -
 
 
 def probability_chart(points: tuple[diagnosis.ProbabilityPoint, ...]) -> None:
-    """Each finding's probability over time (one line per finding; click the legend to hide some)."""
+    """Each finding's probability over time on a date axis, one colour per finding with its threshold as a
+    dashed line of the same colour. Only the findings flagged on some film are drawn at first; the others
+    are in the legend, a click away."""
     import plotly.express as px
 
-    rows = [
-        {"When": p.uploaded_at, "Finding": p.finding.replace("_", " "), "Probability": p.probability}
-        for p in points
-    ]
-    figure = px.line(rows, x="When", y="Probability", color="Finding", markers=True)
-    figure.update_layout(yaxis_tickformat=".0%", yaxis_range=[0, 1], height=380, margin={"t": 10})
+    by_finding: dict[str, list[diagnosis.ProbabilityPoint]] = {}
+    for p in points:
+        by_finding.setdefault(p.finding, []).append(p)
+    flagged = [n for n, ps in by_finding.items() if any(p.probability >= p.threshold for p in ps)]
+    palette = px.colors.qualitative.Dark24
+    figure = go.Figure()
+    for index, (name, series) in enumerate(by_finding.items()):
+        colour = palette[index % len(palette)]
+        shown: bool | str = True if name in flagged else "legendonly"
+        label = name.replace("_", " ")
+        when = [p.uploaded_at for p in series]
+        figure.add_scatter(
+            x=when,
+            y=[p.probability for p in series],
+            name=label,
+            mode="lines+markers",
+            line={"color": colour},
+            legendgroup=name,
+            visible=shown,
+            hovertemplate=f"{label} %{{y:.0%}}<br>%{{x|%Y-%m-%d %H:%M}}<extra></extra>",
+        )
+        figure.add_scatter(
+            x=when,
+            y=[p.threshold for p in series],
+            name=f"{label} threshold",
+            mode="lines",
+            line={"color": colour, "dash": "dot", "width": 1},
+            legendgroup=name,
+            showlegend=False,
+            visible=shown,
+            hovertemplate=f"{label} flagged from %{{y:.0%}}<extra></extra>",
+        )
+    figure.update_layout(
+        yaxis_tickformat=".0%", yaxis_range=[0, 1], height=380, margin={"t": 10}, legend_title_text=""
+    )
+    figure.update_xaxes(type="date", title_text="Film")
+    figure.update_yaxes(title_text="Probability")
+    if not flagged:
+        st.caption("No finding was flagged on any film: pick findings in the legend to draw them.")
+    else:
+        st.caption(
+            "Flagged findings are drawn; dotted lines are their thresholds. Click the legend for others."
+        )
     st.plotly_chart(figure, key="xr.history.chart")
 
 

@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +142,9 @@ class DiagnosisView:
     localised: tuple[str, ...] = ()
     box_findings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # box class -> its findings
     visit_id: int | None = None  # the visit the film belongs to, if linked
+    acquired_on: date | None = None  # when the film was taken (DICOM StudyDate), apart from the upload
+    projection: str | None = None  # DICOM ViewPosition (PA, AP, ...)
+    withdrawn: str | None = None  # why the film was withdrawn from the record (None: it was not)
 
     def box_probability(self, box: Box) -> float | None:
         """The classifier's probability for what ``box`` marks (the highest of its class's findings)."""
@@ -243,6 +246,9 @@ class StudySummary:
     top3: tuple[tuple[str, float], ...]
     flagged: tuple[str, ...]
     classifier_version: str
+    acquired_on: date | None = None  # when the film was taken (DICOM StudyDate)
+    projection: str | None = None
+    withdrawn: bool = False
 
 
 @dataclass(frozen=True)
@@ -328,6 +334,9 @@ def _view(
         localised=render.localised_findings(diagnosis.classifier_version),
         box_findings=box_findings,
         visit_id=study.visit_pk,
+        acquired_on=study.acquired_on,
+        projection=study.projection,
+        withdrawn=study.withdrawn_reason if study.withdrawn_at is not None else None,
     )
 
 
@@ -338,6 +347,12 @@ def _existing_view(
     if diagnosis is None:  # cannot happen through diagnose_upload, which saves both together
         raise NotFound(f"Study {study.id} has no diagnosis.")
     return _view(session, study, diagnosis, patient, store)
+
+
+def _projection(header: dicom.DicomInfo | None) -> str | None:
+    """The film's projection from its DICOM header's ViewPosition (PA, AP, LL, ...), None when absent."""
+    view = (header.view_position or "").strip().upper() if header is not None else ""
+    return view[:16] or None
 
 
 def _still_referenced(relpath: str) -> bool:
@@ -532,6 +547,8 @@ def _save(
                     width=image.shape[1],
                     height=image.shape[0],
                     dicom=image.dicom.as_document() if image.dicom is not None else None,
+                    acquired_on=image.dicom.study_date if image.dicom is not None else None,
+                    projection=_projection(image.dicom),
                     uploaded_by=actor.id,
                 )
                 diagnosis = repo.add_diagnosis(
@@ -611,9 +628,12 @@ def get_diagnosis(study_id: int, actor: AuthenticatedUser, *, audit: bool = True
         return view
 
 
-def patient_history(patient_id: str, *, actor: AuthenticatedUser | None = None) -> tuple[StudySummary, ...]:
-    """Every study of the patient, newest first, with its newest diagnosis' triage and top findings; shown
-    to ``actor``, the listing is audited (``list``)."""
+def patient_history(
+    patient_id: str, *, actor: AuthenticatedUser | None = None, withdrawn: bool = False
+) -> tuple[StudySummary, ...]:
+    """Every study of the patient (withdrawn ones only when ``withdrawn``), newest first by the day the film
+    was taken (else its upload), with its newest diagnosis' triage and top findings; shown to ``actor``, the
+    listing is audited (``list``)."""
     store = storage.FileStore()
     with session_scope() as session:
         patient = _load_patient(session, patient_id)
@@ -631,8 +651,11 @@ def patient_history(patient_id: str, *, actor: AuthenticatedUser | None = None) 
                 top3=tuple((str(n), float(p)) for n, p in d.top3),
                 flagged=tuple(d.flagged),
                 classifier_version=d.classifier_version,
+                acquired_on=s.acquired_on,
+                projection=s.projection,
+                withdrawn=s.withdrawn_at is not None,
             )
-            for s, d in repo.studies_with_latest_diagnosis(session, patient.id)
+            for s, d in repo.studies_with_latest_diagnosis(session, patient.id, withdrawn=withdrawn)
         )
         if actor is not None:
             key = patient.patient_id
