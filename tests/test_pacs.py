@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pydicom
@@ -18,7 +19,7 @@ from core.__main__ import main
 from core.auth import AuthenticatedUser
 from core.errors import ConflictError
 from core.pacs import unmatched
-from core.pacs.client import DicomWebClient
+from core.pacs.client import DicomWebClient, PacsUnavailable
 from core.pacs.sync import send_reading, sync
 from core.review import corrections as cx
 from core.xray.diagnosis import get_diagnosis
@@ -315,3 +316,31 @@ def test_a_film_sent_by_c_store_is_imported(
     assert status.Status == 0x0000
     report = sync(doctor)
     assert report.imported == [uid(data, "SOPInstanceUID")]
+
+
+def test_client_stores_to_a_second_pacs_and_says_plainly_when_refused(pacs: Orthanc, tmp_path: Path) -> None:
+    """The outside-site route (``DicomWebClient(url).store``) against a second Orthanc beside the first."""
+    outside = start_orthanc(tmp_path / "outside", name="OUTSIDE")
+    try:
+        data = film(DICOM, "ED-15")
+        stored = DicomWebClient(outside.dicomweb).store([pydicom.dcmread(io.BytesIO(data))])
+        assert stored.stored == (uid(data, "SOPInstanceUID"),)
+        assert list(DicomWebClient(pacs.dicomweb).search_instances()) == []  # only the outside one has it
+        with pytest.raises(PacsUnavailable) as refused:
+            DicomWebClient(outside.dicomweb).store([b"not a DICOM file"])
+        assert "refused" in str(refused.value) and "\n" not in str(refused.value)
+    finally:
+        outside.stop()
+
+
+def test_two_syncs_at_once_import_each_film_once(
+    pacs: Orthanc, doctor: AuthenticatedUser, make_patient: Callable[..., object]
+) -> None:
+    make_patient("ED-16")
+    DicomWebClient(pacs.dicomweb).store([film(DICOM, "ED-16"), film(DICOM, "NOBODY-16")])
+    with ThreadPoolExecutor(2) as pool:
+        reports = list(pool.map(lambda _: sync(doctor), range(2)))
+    assert all(not r.error or "SR" in r.error for r in reports), [r.error for r in reports]
+    assert sorted(r[0] for r in imports().values()) == ["imported", "unmatched"]
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(models.Study)) == 1

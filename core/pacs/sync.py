@@ -22,13 +22,14 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
 
 from core import imaging
 from core.audit import write as write_audit
 from core.auth import AuthenticatedUser
 from core.config import get_settings
 from core.errors import AppError, NotFound
-from core.pacs.client import DicomWebClient, Instance, PacsUnavailable
+from core.pacs.client import DicomWebClient, Instance, PacsUnavailable, StoreResult
 from core.validation import normalize_patient_id
 from core.xray.diagnosis import diagnose_upload
 from db import models
@@ -262,6 +263,20 @@ def send_reading(
     datasets = {"sr": sr, "sc": sc}
     result = client.store(datasets.values())
     uids = {kind: str(ds.SOPInstanceUID) for kind, ds in datasets.items()}
+    for attempt in (1, 2):  # a concurrent sync sending the same read may record it first: then look again
+        try:
+            _record_sent(study_id, uids, result, reason, actor, client.url)
+            break
+        except (IntegrityError, StaleDataError):
+            if attempt == 2:
+                raise
+    return result.stored
+
+
+def _record_sent(
+    study_id: int, uids: dict[str, str], result: StoreResult, reason: str, actor: AuthenticatedUser, url: str
+) -> None:
+    """The sent instances (``pacs_exports``, once each), the imports' ``sent_at`` and the audit row."""
     with session_scope() as session:
         study = session.get(models.Study, study_id)
         patient = session.get(models.Patient, study.patient_pk) if study is not None else None
@@ -290,11 +305,10 @@ def send_reading(
             study_id,
             patient_id=patient.patient_id if patient is not None else None,
             after={
-                "to": client.url,
+                "to": url,
                 "stored": list(result.stored),
                 "failed": list(result.failed),
                 "reason": reason,
             },
             detail="structured report and secondary capture stored to the PACS",
         )
-    return result.stored
