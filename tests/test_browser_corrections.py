@@ -1,8 +1,10 @@
 """Correcting a study in a real browser (Playwright + Debian's chromium against ``streamlit run app.py``).
 
 Logs in, opens a diagnosed film from the patient's imaging history, goes to *Review / correct*, changes one
-finding, drags the box inside the box editor's iframe (the ``streamlit-image-annotation`` component),
-presses its Complete button, saves, and finds the film marked *Corrected* in the imaging history. Then the
+finding, drags the box inside the box editor's iframe (``ui.box_editor``, the ``streamlit-image-annotation``
+canvas) **without** pressing its Complete button (issue 12: the move must not be lost), saves, and finds the
+film marked *Corrected* in the imaging history. A second test, at 1440 x 900, draws a new box on the other
+film without Complete, accepts the model's suggestions, signs, and amends with a reason. Then the
 database: the model's diagnosis row is exactly as it was, and a new correction row holds the changed
 finding and the moved box (in the film's own pixels). Set ``CXR_BROWSER_SCREENSHOTS=/some/dir`` to keep
 screenshots of the editor before and after the drag.
@@ -50,6 +52,7 @@ OTHER_BOX = {
     "box": [100.0, 100.0, 300.0, 260.0],
 }  # the second film
 DRAG = (60, 40)  # canvas pixels
+EDITOR = "iframe[title*='box_editor']"
 
 
 @pytest.fixture(scope="module")
@@ -128,10 +131,12 @@ def test_correct_a_finding_and_move_a_box(server: Server) -> None:
         expect(page.get_by_text("Overall:", exact=True)).to_be_visible(timeout=STEP_MS)
         page.locator(f".st-key-xr-review-{study.id} button").click()
         expect(page.get_by_role("heading", name="Review / correct")).to_be_visible(timeout=STEP_MS)
-        expect(page.get_by_text("Pre-filled from the model's read.")).to_be_visible(timeout=STEP_MS)
+        expect(page.get_by_text(re.compile("Pre-filled from the model's read"))).to_be_visible(
+            timeout=STEP_MS
+        )
 
-        # The box editor: select the model's box, drag it, press Complete.
-        frame = page.frame_locator("iframe[title*='detection']")
+        # The box editor: select the model's box, drag it; Complete is NOT pressed (issue 12).
+        frame = page.frame_locator(EDITOR)
         canvas = frame.locator("canvas").first
         expect(canvas).to_be_visible(timeout=STEP_MS)
         canvas.scroll_into_view_if_needed()
@@ -147,7 +152,6 @@ def test_correct_a_finding_and_move_a_box(server: Server) -> None:
         for step in range(1, 11):
             page.mouse.move(cx + DRAG[0] * step / 10, cy + DRAG[1] * step / 10)
         page.mouse.up()
-        frame.get_by_role("button", name="Complete").click()
         expect(page.get_by_text("Effusion: x 320–640")).to_have_count(0, timeout=STEP_MS)  # moved
         _snapshot(page, "cxr_correction_after.png")
 
@@ -155,9 +159,9 @@ def test_correct_a_finding_and_move_a_box(server: Server) -> None:
         prefix = f"cx-{study.id}-v{study.version}-"
         group = page.locator(f".st-key-{prefix}label-{re.sub(r'[^a-zA-Z0-9_-]', '-', finding)}")
         group.get_by_text("Present", exact=True).click()
-        expect(page.get_by_text("changed", exact=True)).to_be_visible(timeout=STEP_MS)
+        expect(page.get_by_text("differs from model", exact=True)).to_be_visible(timeout=STEP_MS)
 
-        page.get_by_role("button", name="Save and mark reviewed").click()
+        page.get_by_role("button", name="Save as reviewed").click()
         expect(page.get_by_text("the study is marked corrected")).to_be_visible(timeout=STEP_MS)
 
         # After the save the editor shows the saved reading (it survived the reruns since Complete).
@@ -202,3 +206,81 @@ def test_correct_a_finding_and_move_a_box(server: Server) -> None:
     assert box["x2"] - box["x1"] == pytest.approx(x2 - x1, abs=1) and box["y2"] - box["y1"] == pytest.approx(
         y2 - y1, abs=1
     )
+
+
+def test_a_drawn_box_is_not_lost_then_sign_and_amend(server: Server) -> None:
+    """At 1440 x 900: on the second film, draw a new box without pressing Complete, accept the model's
+    suggestions, Save and sign; the box is in the signed reading. Then amend with a reason."""
+    from playwright.sync_api import expect
+
+    with Environment(server.env), session_scope() as s:
+        study = s.scalars(select(models.Study).order_by(models.Study.id.desc())).first()
+        assert study is not None
+        study_id, version = study.id, study.version
+    with chromium_page(1440, 900) as page:
+        log_in(page, server.url, USERNAME, PASSWORD)
+        page.get_by_role("link", name="Review queue").click()
+        expect(page.locator(f".st-key-rq-open-{study_id} button")).to_be_visible(timeout=STEP_MS)
+        _snapshot(page, "review_queue.png")
+        page.locator(f".st-key-rq-open-{study_id} button").click()
+        expect(page.get_by_text("Pneumothorax: x 100–300, y 100–260")).to_be_visible(timeout=STEP_MS)
+        frame = page.frame_locator(EDITOR)
+        canvas = frame.locator("canvas").first
+        expect(canvas).to_be_visible(timeout=STEP_MS)
+        canvas.scroll_into_view_if_needed()
+        area = _settled_box(page, canvas)
+        per_pixel = area["width"] / 1024
+        # Draw on an empty part of the film (the lower right), then leave the canvas alone.
+        x0, y0 = area["x"] + 600 * per_pixel, area["y"] + 600 * per_pixel
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        for step in range(1, 11):
+            page.mouse.move(x0 + 20 * step, y0 + 15 * step)
+        page.mouse.up()
+        expect(page.get_by_text(re.compile(r"Boxes to save .*\(2,"))).to_be_visible(timeout=STEP_MS)
+        expect(page.get_by_text("You have unsaved changes", exact=False)).to_be_visible(timeout=STEP_MS)
+        if os.environ.get("CXR_BROWSER_SCREENSHOTS"):
+            page.wait_for_timeout(1500)
+            _snapshot(page, "review.png")
+
+        page.get_by_role("button", name=re.compile("Accept the model's suggestions")).click()
+        expect(page.get_by_role("button", name=re.compile("for the 0 finding"))).to_be_visible(
+            timeout=STEP_MS
+        )
+        if os.environ.get("CXR_BROWSER_SCREENSHOTS"):
+            page.get_by_text("Your reading: findings").scroll_into_view_if_needed()
+            page.wait_for_timeout(1500)
+            _snapshot(page, "review_findings.png")
+        page.get_by_role("button", name="Save and sign").click()
+        expect(page.get_by_text("Saved and signed", exact=False)).to_be_visible(timeout=STEP_MS)
+        expect(page.get_by_role("button", name="Amend and sign")).to_be_visible(timeout=STEP_MS)
+        if os.environ.get("CXR_BROWSER_SCREENSHOTS"):
+            page.get_by_text("Reason for the amendment").scroll_into_view_if_needed()
+            page.wait_for_timeout(1500)
+            _snapshot(page, "review_signed.png")
+
+        # Amend: refused without a reason, then saved with one.
+        page.get_by_role("button", name="Amend and sign").click()
+        expect(page.get_by_text("Say why you amend the signed reading.")).to_be_visible(timeout=STEP_MS)
+        page.get_by_label("Reason for the amendment").fill("Second look: the apex is clear")
+        page.get_by_label("Reason for the amendment").press("Tab")
+        page.get_by_role("button", name="Amend and sign").click()
+        expect(page.get_by_text("Saved and amended and signed", exact=False)).to_be_visible(timeout=STEP_MS)
+
+    with Environment(server.env), session_scope() as s:
+        rows = list(
+            s.scalars(
+                select(models.Correction)
+                .where(models.Correction.study_id == study_id)
+                .order_by(models.Correction.id)
+            )
+        )
+    signed, amended = rows
+    assert signed.signed_at is not None and signed.amends_id is None and signed.reviewed
+    assert set((signed.label_sources or {}).values()) == {"accepted"}
+    labels = sorted(b["label"] for b in signed.boxes)
+    assert len(signed.boxes) == 2 and "Pneumothorax" in labels  # the model's box and the drawn one
+    drawn = next(b for b in signed.boxes if b["x1"] > 500)
+    assert drawn["x1"] == pytest.approx(600, abs=6) and drawn["y1"] == pytest.approx(600, abs=6)
+    assert amended.amends_id == signed.id and amended.amend_reason == "Second look: the apex is clear"
+    assert amended.signed_at is not None and version >= 0
