@@ -1,0 +1,89 @@
+"""Revision 0010 (PACS) on SQLite and PostgreSQL: upgrade over a database at 0009 holding a study, the
+constraints it promises (one row per SOP Instance UID, known statuses, a study's removal unlinks its import),
+and a downgrade that removes only its own tables."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import IntegrityError
+
+from db.migrate import downgrade, upgrade
+from db.session import create_db_engine
+from tests.support.db import create_postgres_schema, drop_postgres_schema
+from tests.support.migration_rows import NOW, study_row
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine_at_0009(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Engine]]:
+    schema = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'm.db'}"
+    else:
+        schema, url = create_postgres_schema("cxr_m10")
+    upgrade("0009", url=url)
+    engine = create_db_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO users (id, username, full_name, role, password_hash, failed_attempts, active,"
+                " created_at, version) VALUES (1, 'u', 'U', 'doctor', 'x', 0, :t, :now, 1)"
+            ),
+            {"t": True, "now": NOW},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO patients (id, patient_id, given_name, family_name, given_norm, family_norm, sex,"
+                " date_of_birth, phone, email, address, special_notes, created_at, updated_at, version)"
+                " VALUES (1, 'ED-1', 'A', 'B', 'a', 'b', 'female', :dob, '', '', '', '', :now, :now, 1)"
+            ),
+            {"dob": date(1970, 1, 1), "now": NOW},
+        )
+        study_row(conn, visit=None)
+    try:
+        yield url, engine
+    finally:
+        engine.dispose()
+        if schema is not None:
+            drop_postgres_schema(schema)
+
+
+def _import(conn, sop: str, status: str = "imported", study_id: int | None = 1) -> None:  # type: ignore[no-untyped-def]
+    conn.execute(
+        text(
+            "INSERT INTO pacs_imports (sop_instance_uid, study_instance_uid, series_instance_uid,"
+            " dicom_patient_id, dicom_patient_name, status, reason, study_id, found_at, version)"
+            " VALUES (:sop, '1.2', '1.2.3', 'ED-1', '', :status, '', :study, :now, 1)"
+        ),
+        {"sop": sop, "status": status, "study": study_id, "now": NOW},
+    )
+
+
+def test_upgrade_constraints_and_downgrade(engine_at_0009: tuple[str, Engine]) -> None:
+    url, engine = engine_at_0009
+    upgrade("0010", url=url)
+    with engine.begin() as conn:
+        _import(conn, "1.2.3.4")
+        _import(conn, "1.2.3.5", status="unmatched", study_id=None)
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        _import(conn, "1.2.3.4")  # the same instance twice
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        _import(conn, "1.2.3.6", status="lost")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO pacs_exports (study_id, sop_instance_uid, kind, reason, sent_at, sent_by)"
+                " VALUES (1, '9.9', 'sr', 'analysis', :now, 1)"
+            ),
+            {"now": NOW},
+        )
+        assert conn.execute(text("SELECT count(*) FROM pacs_imports")).scalar_one() == 2
+
+    downgrade("0009", url=url)
+    tables = set(inspect(engine).get_table_names(schema=None))
+    assert "pacs_imports" not in tables and "pacs_exports" not in tables and "studies" in tables
+    upgrade("0010", url=url)
