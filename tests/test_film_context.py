@@ -205,3 +205,37 @@ def test_revision_0006_back_fills_from_the_stored_dicom_document(dialect: str, t
     finally:
         if schema is not None:
             drop_postgres_schema(schema)
+
+
+def _dicom_of(patient_id: str, name: str, sex: str, born: str) -> bytes:
+    ds = pydicom.dcmread(DICOM)
+    ds.PatientID, ds.PatientName, ds.PatientSex, ds.PatientBirthDate = patient_id, name, sex, born
+    out = io.BytesIO()
+    ds.save_as(out)
+    return out.getvalue()
+
+
+def test_the_mismatch_names_every_contradiction(account: TestAccount, make_patient: MakePatient) -> None:
+    from ui import fmt
+
+    make_patient(
+        "ED-1", given_name="Ada", family_name="Lovelace", sex="female", date_of_birth=date(1960, 5, 17)
+    )
+    data = _dicom_of("OTHER-7", "SMITH^JOHN*", "M", "19450102")
+    with pytest.raises(dx.PatientMismatch) as refused:
+        dx.diagnose_upload("ED-1", data, "film.dcm", account.user)
+    found = refused.value.contradictions
+    assert found == (
+        "patient ID 'OTHER-7' (record: ED-1)",
+        "name 'SMITH^JOHN*' (record: LOVELACE, Ada)",
+        "sex 'M' (record: female)",
+        "birth date 1945-01-02 (record: 1960-05-17)",
+    )
+    message = str(refused.value)
+    assert all(line in message for line in found)
+    assert "\\*" in fmt.md(message)  # the page escapes the file's values: shown as text, not markup
+    # the same person written the DICOM way: only the ID contradicts the record
+    same = _dicom_of("OTHER-7", "Lovelace^Ada", "F", "19600517")
+    with pytest.raises(dx.PatientMismatch) as only_id:
+        dx.diagnose_upload("ED-1", same, "same.dcm", account.user)
+    assert only_id.value.contradictions == ("patient ID 'OTHER-7' (record: ED-1)",)

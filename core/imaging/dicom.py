@@ -116,6 +116,41 @@ def header_patient_id(data: bytes) -> str | None:
     return bounded(ds.get("PatientID"), "LO")
 
 
+@dataclass(frozen=True)
+class HeaderPatient:
+    """Who a DICOM header says the film is of (values as in the file, cut to their VR; None when absent)."""
+
+    patient_id: str | None
+    name: str | None  # PN as written: "FAMILY^GIVEN"
+    sex: str | None  # M, F, O
+    birth_date: date | None
+
+
+def header_patient(data: bytes) -> HeaderPatient | None:
+    """The patient attributes of a DICOM file from its header alone (no pixel decoding), else ``None``."""
+    if not looks_like_dicom(data):
+        return None
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(_stream(data), stop_before_pixels=True)
+    except Exception:  # the reader gives the proper refusal when the file is analysed
+        return None
+    born = None
+    raw = bounded(ds.get("PatientBirthDate"), "DA")
+    if raw and len(raw) == 8 and raw.isdigit():
+        try:
+            born = date(int(raw[:4]), int(raw[4:6]), int(raw[6:]))
+        except ValueError:
+            born = None
+    return HeaderPatient(
+        patient_id=bounded(ds.get("PatientID"), "LO"),
+        name=bounded(ds.get("PatientName"), "PN"),
+        sex=bounded(ds.get("PatientSex"), "CS"),
+        birth_date=born,
+    )
+
+
 def read_dicom(data: bytes, sha: str, settings: Settings) -> XrayImage:
     """Decode a DICOM file (``sha`` its sha256 hex) after checking its tags' scope and declared pixel count."""
     import pydicom

@@ -85,15 +85,48 @@ __all__ = [
 
 
 class PatientMismatch(AppError):
-    """A DICOM file whose Patient ID is not the chosen patient's; saving it needs an explicit confirmation."""
+    """A DICOM file whose Patient ID is not the chosen patient's; saving it needs an explicit confirmation.
 
-    def __init__(self, dicom_patient_id: str, patient_id: str) -> None:
+    ``contradictions`` lists, in words, every patient attribute of the header that contradicts the record
+    (ID, name, sex, birth date), with both values; they are raw values from the file: the page escapes them.
+    """
+
+    def __init__(self, dicom_patient_id: str, patient_id: str, contradictions: tuple[str, ...] = ()) -> None:
         self.dicom_patient_id = dicom_patient_id
         self.patient_id = patient_id
+        self.contradictions = contradictions
+        against = f" The header against the record: {'; '.join(contradictions)}." if contradictions else ""
         super().__init__(
-            f"This DICOM file names patient ID {dicom_patient_id!r}, not {patient_id}. Check that the image "
-            f"and the patient are the right ones; confirm to save it in {patient_id}'s record anyway."
+            f"This DICOM file names patient ID {dicom_patient_id!r}, not {patient_id}.{against} Check that the "
+            f"image and the patient are the right ones; confirm to save it in {patient_id}'s record anyway."
         )
+
+
+_DICOM_SEX = {"M": "male", "F": "female", "O": "other"}
+
+
+def contradictions(header: dicom.HeaderPatient, patient: models.Patient) -> tuple[str, ...]:
+    """Each patient attribute of a DICOM header that contradicts the record, as "what: header (record: ...)"."""
+    found = []
+    if header.patient_id and normalize_patient_id(header.patient_id) != patient.patient_id:
+        found.append(f"patient ID {header.patient_id!r} (record: {patient.patient_id})")
+    if header.name:
+        family, _, given = header.name.partition("^")
+        given = given.split("^")[0]
+        same_family = family.strip().casefold() == patient.family_name.strip().casefold()
+        same_given = not given.strip() or given.strip().casefold() == patient.given_name.strip().casefold()
+        if not (same_family and same_given):
+            found.append(
+                f"name {header.name!r} (record: {patient.family_name.upper()}, {patient.given_name})"
+            )
+    sex = _DICOM_SEX.get((header.sex or "").strip().upper())
+    if sex is not None and patient.sex in _DICOM_SEX.values() and sex != patient.sex:
+        found.append(f"sex {header.sex!r} (record: {patient.sex})")
+    if header.birth_date is not None and header.birth_date != patient.date_of_birth:
+        found.append(
+            f"birth date {header.birth_date.isoformat()} (record: {patient.date_of_birth.isoformat()})"
+        )
+    return tuple(found)
 
 
 # ---------------------------------------------------------------- DTOs
@@ -483,12 +516,16 @@ def _check(
             duplicate = replace(_existing_view(session, existing, patient, store), duplicate=True)
             return _Upload(data, filename, digest, key, visit_id, "", duplicate)
 
-    dicom_pid = dicom.header_patient_id(data)
+    header = dicom.header_patient(data)
+    dicom_pid = header.patient_id if header is not None else None
     mismatch = dicom_pid is not None and normalize_patient_id(dicom_pid) != key
     if mismatch and not confirm_patient_mismatch:
         # A file that will be refused anyway is refused now: nobody should confirm an unusable image.
         imaging.read_chest_xray(data, filename)
-        raise PatientMismatch(str(dicom_pid), key)
+        assert header is not None
+        with session_scope() as session:
+            found = contradictions(header, _load_patient(session, key))
+        raise PatientMismatch(str(dicom_pid), key, found)
     detail = f"DICOM patient ID {dicom_pid!r} differs from {key}; saved on confirmation" if mismatch else ""
     return _Upload(data, filename, digest, key, visit_id, detail)
 
