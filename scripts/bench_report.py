@@ -1,11 +1,12 @@
-"""Benchmark the film's report: PDF and FHIR generation time per film (gather + format + audit row).
+"""Benchmark the film's report: PDF, FHIR and DICOM SR (+ secondary capture) generation time per film.
 
     .venv/bin/python scripts/bench_report.py [--runs 20] [--image assets/samples/00005869_001.png]
 
 On a fresh temporary SQLite database and data directory: one patient, one visit, one film uploaded through
 ``diagnose_upload`` and reviewed by a doctor, then ``core.handoff.export.make_report`` (what the result
 page's download buttons and ``python -m core report`` call) timed ``--runs`` times per format, after one warm
-run. Prints the median and p95 per format and the PDF's size.
+run. Each timing is gather + format + audit row; ``dicom-sr`` builds both DICOM files (the SR and the
+secondary capture of the film with its boxes) and their ZIP. Prints the median and p95 per format and the size.
 """
 
 from __future__ import annotations
@@ -47,8 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         "ED-9001", args.image.read_bytes(), args.image.name, doctor, visit_id=visit.id
     )
     state = cx.get_editor_state(view.study_id, doctor, audit=False)
-    cx.save_correction(view.study_id, dict(state.labels), (), "Agree.", state.study_version, doctor)
-    for fmt in ("pdf", "fhir"):
+    cx.save_correction(
+        view.study_id, dict(state.labels), (), "Agree.", state.study_version, doctor, sign=True
+    )
+    for fmt in ("pdf", "fhir", "dicom-sr"):
         make_report(view.study_id, fmt, doctor)  # warm
         times, size = [], 0
         for _ in range(args.runs):
@@ -60,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{fmt}: median {statistics.median(times):.0f} ms, p95 {p95:.0f} ms over {args.runs} runs; {size} bytes"
         )
-    print(f"load average {os.getloadavg()[0]:.2f} (2 cores)")
+    print(f"film {args.image.name} ({view.width} x {view.height}); load average {os.getloadavg()[0]:.2f}")
     return 0
 
 

@@ -50,7 +50,7 @@ def make_report(study_id: int, fmt: str, actor: AuthenticatedUser) -> Report:
         sr, sc = dicom_out.datasets(gathered)
         files = dict(zip(DICOM_SUFFIXES, (dicom_out.encode(sr), dicom_out.encode(sc)), strict=True))
         buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
             for suffix, part in files.items():
                 archive.writestr(name + suffix, part)
         data = buffer.getvalue()

@@ -10,6 +10,7 @@ report when.
 
 from __future__ import annotations
 
+import io
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
@@ -135,7 +136,9 @@ def render_pdf(content: ReportContent) -> bytes:
     film_w = 110.0
     film_h = film_w * view.height / max(view.width, 1)
     film_h = min(film_h, 130.0)
-    pdf.image(annotated_film(content), x=12, y=film_top, h=film_h, keep_aspect_ratio=True, w=film_w)
+    film = io.BytesIO()
+    annotated_film(content, max_side=1200).save(film, format="JPEG", quality=90)  # embedded as is (DCT)
+    pdf.image(film, x=12, y=film_top, h=film_h, keep_aspect_ratio=True, w=film_w)
     pdf.set_xy(128, film_top)
     level = view.triage_level
     pdf.set_font("DejaVu", "B", 13)
