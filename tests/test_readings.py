@@ -251,3 +251,15 @@ def test_review_queue_puts_urgent_first_among_equally_uncertain_and_never_lists_
         films[1], state.labels, [], "", state.study_version, doctor, sources=all_set(state), sign=True
     )
     assert films[1] not in [i.study_id for i in cx.review_queue()]
+
+
+def test_the_imaging_history_shows_the_doctors_reading(
+    study: dx.DiagnosisView, doctor: AuthenticatedUser
+) -> None:
+    assert [s.reading for s in dx.patient_history("ED-1")] == [""]
+    state = cx.get_editor_state(study.study_id, doctor)
+    cx.save_correction(
+        study.study_id, state.labels, [], "", state.study_version, doctor, sources=all_set(state), sign=True
+    )
+    [summary] = dx.patient_history("ED-1")
+    assert summary.reading == f"Signed by {doctor.full_name}"

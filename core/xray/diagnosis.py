@@ -45,6 +45,7 @@ from core.ml import film_check, inference, registry, triage
 from core.ml.boxes import Box, class_findings
 from core.ml.classifier import Classifier
 from core.ml.detector import drawn_classes
+from core.review.readings import current_readings
 from core.validation import normalize_patient_id
 from core.xray import render
 from core.xray.queues import worklist
@@ -282,6 +283,9 @@ class StudySummary:
     acquired_on: date | None = None  # when the film was taken (DICOM StudyDate)
     projection: str | None = None
     withdrawn: bool = False
+    #: the doctor's current reading in one line ("Signed by Dr X", "Reviewed by ..."; core.review.readings),
+    #: "" while only the model has read the film (issue 12)
+    reading: str = ""
 
 
 @dataclass(frozen=True)
@@ -674,6 +678,8 @@ def patient_history(
     store = storage.FileStore()
     with session_scope() as session:
         patient = _load_patient(session, patient_id)
+        rows = repo.studies_with_latest_diagnosis(session, patient.id, withdrawn=withdrawn)
+        readings = current_readings(s.id for s, _ in rows)  # issue 12: the doctor's reading is the record
         history = tuple(
             StudySummary(
                 study_id=s.id,
@@ -691,8 +697,9 @@ def patient_history(
                 acquired_on=s.acquired_on,
                 projection=s.projection,
                 withdrawn=s.withdrawn_at is not None,
+                reading=readings[s.id].status_line if s.id in readings else "",
             )
-            for s, d in repo.studies_with_latest_diagnosis(session, patient.id, withdrawn=withdrawn)
+            for s, d in rows
         )
         if actor is not None:
             key = patient.patient_id
