@@ -31,8 +31,6 @@ def _film(patient_id: str) -> bytes:
 
     ds = pydicom.dcmread(ROOT / "assets" / "samples" / "nih_dx_chest_nofinding_1024.dcm")
     ds.PatientID = patient_id
-    for keyword in ("PatientBirthDate", "PatientSex", "StudyID", "AccessionNumber", "ReferringPhysicianName"):
-        setattr(ds, keyword, ds.get(keyword, ""))
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     out = io.BytesIO()

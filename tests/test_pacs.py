@@ -37,8 +37,6 @@ def film(path: Path, patient_id: str) -> bytes:
     """The sample as a new film of ``patient_id`` (new study, series and instance UIDs)."""
     ds = pydicom.dcmread(path)
     ds.PatientID = patient_id
-    for keyword in ("PatientBirthDate", "PatientSex", "StudyID", "AccessionNumber", "ReferringPhysicianName"):
-        setattr(ds, keyword, ds.get(keyword, ""))  # type 2: present, maybe empty, as a modality sends them
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     out = io.BytesIO()
