@@ -15,6 +15,7 @@ import argparse
 import os
 import statistics
 import sys
+import shutil
 import tempfile
 import time
 from datetime import date
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{fmt}: median {statistics.median(times):.0f} ms, p95 {p95:.0f} ms over {args.runs} runs; {size} bytes"
         )
     print(f"film {args.image.name} ({view.width} x {view.height}); load average {os.getloadavg()[0]:.2f}")
+    shutil.rmtree(workdir, ignore_errors=True)  # the throwaway database and films
     return 0
 
 
