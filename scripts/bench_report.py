@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
-import shutil
 import tempfile
 import time
 from datetime import date
