@@ -96,16 +96,22 @@ for kind, tab in zip(registry.KINDS, st.tabs([k.capitalize() for k in registry.K
             hide_index=True,
             width="stretch",
         )
-        names = [v.version for v in versions]
-        default = next((i for i, v in enumerate(versions) if not v.active), 0)
+        # never the active version against itself: the candidates are the others
+        names = [v.version for v in versions if not v.active]
+        if not names:
+            st.caption(
+                f"{active} is the only {kind} version: there is nothing to compare it with, so nothing to "
+                "promote. Promote appears here once a retrained version is registered."
+            )
+            continue
         chosen = st.selectbox(
             "Compare with the active version",
             names,
-            index=default,
+            index=0,
             format_func=_version_label(active),
             key=f"models.{kind}.candidate",
         )
-        if chosen is None:  # only without options, and there is at least one version here
+        if chosen is None:  # only without options, and there is at least one candidate here
             continue
         comparison = registry.compare(kind, chosen)
         if comparison.needs_override:
@@ -115,8 +121,6 @@ for kind, tab in zip(registry.KINDS, st.tabs([k.capitalize() for k in registry.K
         for note in comparison.notes:
             st.caption(note)
         _chart(comparison)
-        if chosen == active:
-            continue
         if comparison.needs_override:
             st.text_area(
                 "Reason for promoting it anyway (kept in the audit log)",

@@ -37,7 +37,7 @@ VISIT = (
 ALLERGY = (
     Field("substance", "Substance", required=True, placeholder="e.g. penicillin, peanuts, latex"),
     Field("kind", "Kind", "choice", records.ALLERGY_KINDS),
-    Field("severity", "Severity", "choice", records.SEVERITIES),
+    Field("severity", "Severity", "choice", records.SEVERITIES, required=True, choose=True),  # no default
     Field("reaction", "Reaction", placeholder="e.g. hives, anaphylaxis"),
     Field("recorded_on", "Date recorded (empty: today)", "date"),
 )

@@ -44,6 +44,7 @@ class Field:
     required: bool = False  # only marks the label; the service decides
     today_default: bool = False  # date fields start empty unless today is the likely answer
     placeholder: str | None = None
+    choose: bool = False  # a choice with no default: the user must pick one (e.g. an allergy's severity)
 
 
 def _key(form: str, field: str) -> str:
@@ -92,8 +93,10 @@ def inputs(form: str, fields: Sequence[Field]) -> dict[str, Any]:
                 text, key=key, placeholder=f.placeholder, height=100, persist_state=KEEP
             )
         elif f.kind == "choice":
-            st.session_state.setdefault(key, f.options[0])
-            values[f.name] = st.selectbox(text, f.options, key=key, format_func=fmt.label, persist_state=KEEP)
+            st.session_state.setdefault(key, None if f.choose else f.options[0])
+            values[f.name] = st.selectbox(
+                text, f.options, key=key, format_func=fmt.label, persist_state=KEEP, placeholder="Choose…"
+            )
         else:
             # The widget's own bounds already refuse most impossible dates; the service re-checks.
             st.session_state.setdefault(key, date.today() if f.today_default else None)

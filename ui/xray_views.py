@@ -401,22 +401,33 @@ def finding_tiers(view: DiagnosisView) -> None:
                 )
     with st.expander(f"All {len(view.findings)} findings"):
         tier = {**dict.fromkeys(view.likely, "likely"), **dict.fromkeys(view.possible, "possible")}
+        # three narrow columns: fits the column beside the film without a horizontal scroll
         st.dataframe(
             [
                 {
                     "Finding": f.label,
                     "Probability": f.probability * 100,
-                    "Flagged from": f"{f.threshold:.0%}",
-                    "Read as": tier.get(f.name, "—"),
-                    "Urgent": "yes" if f.urgent else "",
+                    "Flagged from": " · ".join(
+                        [
+                            f"{f.threshold:.0%}",
+                            *([tier[f.name]] if f.name in tier else []),
+                            *(["urgent"] if f.urgent else []),
+                        ]
+                    ),
                 }
                 for f in sorted(view.findings, key=lambda f: -f.probability)
             ],
             hide_index=True,
+            width="stretch",
             column_config={
+                "Finding": st.column_config.TextColumn(width="medium"),
                 "Probability": st.column_config.ProgressColumn(
-                    min_value=0.0, max_value=100.0, format="%.0f%%"
-                )
+                    min_value=0.0, max_value=100.0, format="%.0f%%", width="small"
+                ),
+                "Flagged from": st.column_config.TextColumn(
+                    width="small",
+                    help="The finding's threshold; likely or possible on this film; urgent finding",
+                ),
             },
         )
 
