@@ -4,8 +4,9 @@ The package's editor (draw, move, resize, delete, relabel boxes) hands its boxes
 own **Complete** button is pressed; boxes drawn without it never reached a save. This module serves the
 package's own built frontend (pinned version, read from the installed package, nothing downloaded) with one
 added script, ``box_editor_assets/auto_apply.js``, that presses Complete after every change, so the value
-Python reads is always what the canvas shows. The patched copy is written once per process into a folder
-named by the content's hash under the system temp folder.
+Python reads is always what the canvas shows. The patched copy is written once into a folder named by the
+content's hash under the app's own ``var`` folder (not the shared temp folder, where another local account
+could plant a page of its own).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from streamlit.elements.lib.image_utils import image_to_url
 from streamlit.elements.lib.layout_utils import LayoutConfig
 from streamlit_image_annotation.Detection import get_colormap
 
+from core.config import get_settings
+
 __all__ = ["AUTO_APPLY_SCRIPT", "box_editor"]
 
 _PACKAGE_BUILD = Path(streamlit_image_annotation.__file__).parent / "Detection" / "frontend" / "build"
@@ -38,10 +41,11 @@ def _build() -> Path:
     if _MARKER not in index:
         raise RuntimeError("streamlit-image-annotation's editor page changed: ui/box_editor.py needs a look")
     digest = hashlib.sha256((index + script).encode()).hexdigest()[:16]
-    target = Path(tempfile.gettempdir()) / f"cxr-box-editor-{digest}"
+    target = get_settings().var_dir / "components" / f"box-editor-{digest}"
     if (target / "index.html").exists():
         return target
-    staging = Path(tempfile.mkdtemp(prefix="cxr-box-editor-", dir=target.parent))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-box-editor-", dir=target.parent))
     shutil.copytree(_PACKAGE_BUILD, staging, dirs_exist_ok=True)
     (staging / "auto_apply.js").write_text(script, encoding="utf-8")
     patched = index.replace(_MARKER, '<script defer="defer" src="./auto_apply.js"></script>' + _MARKER, 1)
