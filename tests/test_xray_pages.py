@@ -274,3 +274,32 @@ def test_a_refused_upload_clears_the_previous_result(account: TestAccount, make_
     assert "Nothing was saved." in at.error[0].value
     # the earlier film's read is gone from the screen: it would read as this upload's
     assert "Likely findings" not in texts(at) and session.STUDY_ID not in at.session_state
+
+
+def test_the_doctors_reading_is_shown_with_the_models_read_one_click_away(
+    account: TestAccount, make_patient: MakePatient
+) -> None:
+    from core.review import corrections as cx
+
+    make_patient("ED-1")
+    at = upload(open_page(login(account), session.XRAY_PAGE, "ED-1"), "chest.png", PNG.read_bytes())
+    view = at.session_state[xray_views.VIEW]
+    state = cx.get_editor_state(view.study_id, account.user, audit=False)
+    first = state.finding_names[0]
+    labels = {**state.labels, first: "present"}
+    box = cx.CorrectedBox("Effusion", 100.0, 120.0, 300.0, 400.0)
+    cx.save_correction(
+        view.study_id, labels, [box], "Small effusion, left.", state.study_version, account.user, sign=True
+    )
+    at.run()
+    assert not at.exception, at.exception
+    shown = texts(at)
+    assert "**Doctor's reading**" in shown and f"Signed by {account.user.full_name} at" in shown
+    assert "Small effusion, left." in shown and "Likely findings" not in shown
+    film = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert [s["x0"] for s in film["layout"].get("shapes", [])] == [100.0]  # the doctor's box, unscored
+    assert [a["text"] for a in film["layout"]["annotations"]] == ["Effusion"]
+    # the model's original read, one click away and unchanged
+    at.get("button_group")[0].set_value(xray_views.MODELS_READ).run()
+    assert not at.exception, at.exception
+    assert "Likely findings" in texts(at) and "**Doctor's reading**" not in texts(at)

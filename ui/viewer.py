@@ -13,12 +13,14 @@ full screen.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.ml.boxes import Box
 from core.xray import render
 from core.xray.diagnosis import DiagnosisView
 
@@ -60,8 +62,11 @@ def _preview_size(preview: str) -> tuple[int, int]:
         return image.size
 
 
-def figure(view: DiagnosisView, state: ViewerState, height: int = FILM_HEIGHT) -> go.Figure:
-    """The film and its overlays as a plotly figure in the analysed image's pixel frame."""
+def figure(
+    view: DiagnosisView, state: ViewerState, height: int = FILM_HEIGHT, boxes: Sequence[Box] | None = None
+) -> go.Figure:
+    """The film and its overlays as a plotly figure in the analysed image's pixel frame; ``boxes`` replaces
+    the detector's (e.g. a doctor's reading's, unscored)."""
     pw, ph = _preview_size(str(view.preview_path))
     base = go.Image(
         source=_film_uri(str(view.preview_path), state.level, state.width, state.invert),
@@ -88,7 +93,7 @@ def figure(view: DiagnosisView, state: ViewerState, height: int = FILM_HEIGHT) -
         )
     fig = go.Figure(traces)
     if state.boxes:
-        for b in view.boxes:
+        for b in view.boxes if boxes is None else boxes:
             fig.add_shape(
                 type="rect",
                 x0=b.x1,
@@ -100,7 +105,8 @@ def figure(view: DiagnosisView, state: ViewerState, height: int = FILM_HEIGHT) -
                 name=f"box {b.label}",
             )
             if state.labels:
-                text = f"{b.label} {b.confidence:.0%}"  # as beside the film: the detector's confidence
+                # as beside the film: the detector's confidence; a doctor's box has none
+                text = b.label if b.score is None else f"{b.label} {b.score:.0%}"
                 fig.add_annotation(
                     x=b.x1,
                     y=b.y1,
@@ -132,16 +138,17 @@ def _reset(prefix: str) -> None:
     st.session_state[f"{prefix}.rev"] = st.session_state.get(f"{prefix}.rev", 0) + 1
 
 
-def controls(view: DiagnosisView) -> ViewerState:
+def controls(view: DiagnosisView, has_boxes: bool | None = None) -> ViewerState:
     """One compact row of viewer tools above the film; returns what they chose."""
     prefix = f"xr.viewer.{view.study_id}"
+    has_boxes = bool(view.boxes) if has_boxes is None else has_boxes
     st.session_state.setdefault(f"{prefix}.wl", (0, 100))
     st.session_state.setdefault(f"{prefix}.invert", False)
     names = [f.name for f in sorted(view.findings, key=lambda f: -f.probability) if f.name in view.localised]
     labels = {f.name: f"{f.label} {f.probability:.0%}" for f in view.findings}
     row = st.container(horizontal=True, vertical_alignment="center", gap="small", wrap=False)
-    boxes = row.toggle("Boxes", value=True, key=f"{prefix}.boxes", disabled=not view.boxes)
-    shown_labels = row.toggle("Labels", value=True, key=f"{prefix}.labels", disabled=not view.boxes)
+    boxes = row.toggle("Boxes", value=True, key=f"{prefix}.boxes", disabled=not has_boxes)
+    shown_labels = row.toggle("Labels", value=True, key=f"{prefix}.labels", disabled=not has_boxes)
     heat = row.toggle(
         "Heat map",
         value=False,
@@ -185,11 +192,13 @@ def controls(view: DiagnosisView) -> ViewerState:
     return ViewerState(boxes, shown_labels, chosen, (low + high) / 200, width, invert, revision)
 
 
-def film_viewer(view: DiagnosisView, height: int = FILM_HEIGHT) -> ViewerState:
-    """The tools row and the film with its overlays."""
-    state = controls(view)
+def film_viewer(
+    view: DiagnosisView, height: int = FILM_HEIGHT, boxes: Sequence[Box] | None = None
+) -> ViewerState:
+    """The tools row and the film with its overlays (``boxes``: those to draw instead of the detector's)."""
+    state = controls(view, has_boxes=bool(view.boxes if boxes is None else boxes))
     st.plotly_chart(
-        figure(view, state, height),
+        figure(view, state, height, boxes),
         key=f"xr.film.{view.study_id}",
         config={
             "scrollZoom": True,

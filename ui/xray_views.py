@@ -21,6 +21,7 @@ from core.errors import AppError, ValidationError
 from core.imaging import ImageRejected
 from core.ml import triage
 from core.records import PatientRecord
+from core.review import readings
 from core.xray import compare, diagnosis, film_admin
 from core.xray.diagnosis import DiagnosisView
 from core.xray.stored import FindingRead
@@ -180,19 +181,66 @@ def result(
     if film_area is None or side is None:
         film_area, side = st.columns([2.6, 1.4], gap="medium")
     compare_key = f"xr.compare.{view.study_id}"
+    reading = readings.current_reading(view.study_id)
+    doctors = False
     with side:
-        summary(view, user, record)
+        st.markdown(f"{triage_badge(view.triage_level, view.uncertain)} {status_badge(view.status)}")
+        if reading is not None:
+            which = st.segmented_control(
+                "Read shown",
+                [DOCTORS_READING, MODELS_READ],
+                default=DOCTORS_READING,
+                key=f"xr.which.{view.study_id}",
+                label_visibility="collapsed",
+                help="The doctor's saved reading is the record; the model's original read is kept unchanged.",
+            )
+            doctors = which != MODELS_READ
+        if doctors and reading is not None:
+            doctors_reading(reading)
+        summary(view, user, record, model_read=not doctors)
     with film_area:
         prior = st.session_state.get(compare_key)
         if prior is not None and user is not None:
             compare_previous(view, prior, user)
         else:
-            viewer.film_viewer(view)
+            viewer.film_viewer(view, boxes=reading.boxes if doctors and reading is not None else None)
 
 
-def summary(view: DiagnosisView, user: AuthenticatedUser | None, record: PatientRecord | None) -> None:
-    """The right column of the result: triage first, then the context, the read, and the actions."""
-    st.markdown(f"{triage_badge(view.triage_level, view.uncertain)} {status_badge(view.status)}")
+DOCTORS_READING = "Doctor's reading"
+MODELS_READ = "Model's read"
+
+
+def doctors_reading(reading: readings.Reading) -> None:
+    """The doctor's current reading: who and when (signed or not), the findings set, the note."""
+    when = fmt.moment(reading.signed_at or reading.saved_at)
+    who = fmt.md(reading.reader_name or reading.reader_username)
+    line = f"Signed by {who} at {when}" if reading.signed else f"Saved by {who} at {when}, not signed"
+    if reading.amends is not None:
+        line += f" · amends an earlier reading: {fmt.md(reading.amend_reason)}"
+    st.markdown(f"**Doctor's reading** :gray[{line}]")
+    labels = reading.labels
+    for word, colour in (("present", "red"), ("uncertain", "orange"), ("absent", "gray")):
+        names = [n.replace("_", " ") for n, label in labels.items() if label == word]
+        if names:
+            st.markdown(f":{colour}[**{word.capitalize()}:**] {fmt.md(', '.join(names))}")
+    if not labels:
+        st.caption("No finding was set by the doctor.")
+    if reading.note:
+        st.markdown(f"**Note:** {fmt.md(reading.note)}")
+    st.caption(
+        f"{len(reading.boxes)} region(s) drawn by the doctor on the film. The model's read: “{MODELS_READ}”."
+    )
+
+
+def summary(
+    view: DiagnosisView,
+    user: AuthenticatedUser | None,
+    record: PatientRecord | None,
+    *,
+    model_read: bool = True,
+) -> None:
+    """The right column of the result under the triage: the context, the model's read (unless the doctor's
+    reading is on show), and the actions."""
     if view.withdrawn is not None:
         st.error(f"**Withdrawn from the record:** {fmt.md(view.withdrawn)}", icon=":material/block:")
     context(view, record)
@@ -204,19 +252,8 @@ def summary(view: DiagnosisView, user: AuthenticatedUser | None, record: Patient
             "on the uploader's confirmation.",
             icon=":material/person_alert:",
         )
-    finding_tiers(view)
-    if view.detector_ran and view.boxes:
-        st.markdown(
-            "**Marked regions** "
-            + " ".join(f":red-badge[{fmt.md(b.label)} {b.confidence:.0%}]" for b in view.boxes),
-            help="Detector confidence per box; the classifier's probability of the finding is in the list above.",
-        )
-    elif not view.detector_ran:
-        st.caption("No detector model is active, so no regions are marked.")
-    else:
-        st.caption("The detector marked no region.")
-    for line in view.disagreements:
-        st.caption(f":material/compare_arrows: {fmt.md(line)}")
+    if model_read:
+        model_findings(view)
     actions(view, user)
     if user is not None:
         put_right(view, user)
@@ -232,6 +269,23 @@ def summary(view: DiagnosisView, user: AuthenticatedUser | None, record: Patient
     if user is not None:
         handoff_views.report_buttons(view, user)
         referral_views.refer_link(view.study_id)  # issue 14: send the film to emergency departments
+
+
+def model_findings(view: DiagnosisView) -> None:
+    """The model's read: the finding tiers, the detector's regions and where the two models disagree."""
+    finding_tiers(view)
+    if view.detector_ran and view.boxes:
+        st.markdown(
+            "**Marked regions** "
+            + " ".join(f":red-badge[{fmt.md(b.label)} {b.confidence:.0%}]" for b in view.boxes),
+            help="Detector confidence per box; the classifier's probability of the finding is in the list above.",
+        )
+    elif not view.detector_ran:
+        st.caption("No detector model is active, so no regions are marked.")
+    else:
+        st.caption("The detector marked no region.")
+    for line in view.disagreements:
+        st.caption(f":material/compare_arrows: {fmt.md(line)}")
 
 
 def actions(view: DiagnosisView, user: AuthenticatedUser | None) -> None:
