@@ -55,9 +55,24 @@ def run_migrations_online() -> None:
     engine = create_db_engine(_url())
     try:
         with engine.connect() as conn:
-            _configure(connection=conn)
-            with context.begin_transaction():
-                context.run_migrations()
+            sqlite = conn.dialect.name == "sqlite"
+            if sqlite:
+                # Batch mode recreates a table (copy, DROP, rename); with foreign keys enforced, dropping a
+                # table that other rows refer to (users, studies) fails or fires their ON DELETE actions.
+                # SQLite only changes this pragma outside a transaction; the keys are checked afterwards.
+                conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                conn.commit()
+            try:
+                _configure(connection=conn)
+                with context.begin_transaction():
+                    context.run_migrations()
+                    if sqlite:
+                        broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                        if broken:
+                            raise RuntimeError(f"migration left rows with broken foreign keys: {broken[:5]}")
+            finally:
+                if sqlite:
+                    conn.exec_driver_sql("PRAGMA foreign_keys=ON")
     finally:
         engine.dispose()
 
