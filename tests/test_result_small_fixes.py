@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from core.records import PatientRecord
 from db import models
@@ -15,10 +16,28 @@ from db.session import session_scope
 from tests.support.apptest import login, texts
 from tests.support.db import TestAccount
 from tests.support.model_versions import V1, ModelsDir, temporary_models_dir
-from tests.test_pages import ALLERGY_ADD, field_key, open_record, submit_form
+from ui import session
 
 MakeUser = Callable[..., TestAccount]
 MakePatient = Callable[..., PatientRecord]
+ALLERGY_ADD = f"{session.RECORD_KEYS}allergy.add"
+
+
+def field_key(form: str, field: str) -> str:
+    return f"{form}.{field}"
+
+
+def submit_form(at: AppTest, form_key: str, label: str) -> AppTest:
+    at.button(key=f"FormSubmitter:{form_key}-{label}").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def open_record(at: AppTest, patient_id: str) -> AppTest:
+    at.session_state[session.PATIENT_ID] = patient_id
+    at.switch_page(session.RECORD_PAGE).run()
+    assert not at.exception, at.exception
+    return at
 
 
 def test_allergy_severity_starts_empty_and_must_be_chosen(
