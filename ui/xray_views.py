@@ -185,6 +185,7 @@ def result(
     doctors = False
     with side:
         st.markdown(f"{triage_badge(view.triage_level, view.uncertain)} {status_badge(view.status)}")
+        st.caption(fmt.md(view.triage_explanation))
         if reading is not None:
             which = st.segmented_control(
                 "Read shown",
@@ -260,8 +261,7 @@ def summary(
     for note in (view.orientation_note, *(n for n in view.notes if n != view.orientation_note)):
         if note:
             st.info(note, icon=":material/info:")
-    with st.expander("How the models decided"):
-        st.caption(fmt.md(view.triage_explanation))
+    with st.expander("Model versions"):
         versions = " · ".join(f"{kind} {version}" for kind, version in view.models.items())
         st.caption(
             f"Models: {fmt.md(versions)} · scope score {view.scope_score:.2f} (limit {view.scope_limit:.2f})"
