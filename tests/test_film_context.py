@@ -239,3 +239,13 @@ def test_the_mismatch_names_every_contradiction(account: TestAccount, make_patie
     with pytest.raises(dx.PatientMismatch) as only_id:
         dx.diagnose_upload("ED-1", same, "same.dcm", account.user)
     assert only_id.value.contradictions == ("patient ID 'OTHER-7' (record: ED-1)",)
+
+
+def test_a_withdrawn_film_leaves_the_review_queue(account: TestAccount, make_patient: MakePatient) -> None:
+    from core.xray import queues
+
+    make_patient("ED-1")
+    film = dx.diagnose_upload("ED-1", png_variant(4), "q.png", account.user)
+    assert film.study_id in [i.study_id for i in queues.review_queue()]
+    film_admin.withdraw_study(film.study_id, "duplicate exposure", account.user)
+    assert film.study_id not in [i.study_id for i in queues.review_queue()]
