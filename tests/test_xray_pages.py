@@ -303,3 +303,21 @@ def test_the_doctors_reading_is_shown_with_the_models_read_one_click_away(
     at.get("button_group")[0].set_value(xray_views.MODELS_READ).run()
     assert not at.exception, at.exception
     assert "Likely findings" in texts(at) and "**Doctor's reading**" not in texts(at)
+
+
+def test_a_film_is_withdrawn_from_the_result_page_with_a_reason(
+    account: TestAccount, make_patient: MakePatient
+) -> None:
+    make_patient("ED-1")
+    at = upload(open_page(login(account), session.XRAY_PAGE, "ED-1"), "chest.png", PNG.read_bytes())
+    view = at.session_state[xray_views.VIEW]
+    key = f"xr.fix.{view.study_id}"
+    at.radio(key=f"{key}.what").set_value("Withdraw from the record").run()
+    at.button(key=f"{key}.apply").click().run()
+    assert not at.exception, at.exception
+    assert "Say why" in at.error[0].value and dx.patient_history("ED-1")  # refused: no reason
+    at.text_area(key=f"{key}.reason").set_value("patient moved during exposure").run()
+    at.button(key=f"{key}.apply").click().run()
+    assert not at.exception, at.exception
+    assert dx.patient_history("ED-1") == () and session.STUDY_ID not in at.session_state
+    assert "withdrawn from the record" in texts(at)
