@@ -44,7 +44,13 @@ def promote_button(at: AppTest, kind: str = "classifier"):  # type: ignore[no-un
 
 def actions() -> list[str]:
     with session_scope() as s:
-        return list(s.scalars(select(models.AuditLog.action).where(models.AuditLog.entity_type == "model").order_by(models.AuditLog.id)))
+        return list(
+            s.scalars(
+                select(models.AuditLog.action)
+                .where(models.AuditLog.entity_type == "model")
+                .order_by(models.AuditLog.id)
+            )
+        )
 
 
 def test_admin_sees_versions_side_by_side_with_the_chart(models_dir: ModelsDir, boss: TestAccount) -> None:
