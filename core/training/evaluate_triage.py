@@ -332,6 +332,25 @@ def per_finding_auc(classifier: Classifier, reads: Reads) -> dict[str, Any]:
     return out
 
 
+def mean_auc(per_finding: dict[str, Any], sources: Sequence[str]) -> dict[str, Any]:
+    """The mean of the per-finding AUCs (findings with a value): overall, within each source, source-balanced."""
+    valid = [f for f in per_finding.values() if f["overall"]["value"] is not None]
+    return {
+        "overall": float(np.mean([f["overall"]["value"] for f in valid])),
+        "per_source": {
+            s: float(
+                np.nanmean([f["per_source"][s]["value"] or np.nan for f in valid if s in f["per_source"]])
+            )
+            for s in sources
+        },
+        "source_balanced": float(
+            np.nanmean(
+                [f["source_balanced"]["value"] or np.nan for f in valid if f["source_balanced"]["value"]]
+            )
+        ),
+    }
+
+
 def shortcut_check(val: Reads, test: Reads) -> dict[str, Any]:
     """How well pooled features predict the image source (grouped 5-fold CV over val + test patients)."""
     from sklearn.linear_model import LogisticRegression
@@ -488,7 +507,6 @@ def evaluate(model_dir: Path, data_dir: Path, cache_dir: Path) -> dict[str, Any]
     prevalence = nih_prevalence(data_dir, urgent_names)
     per_finding = per_finding_auc(classifier, test)
     sources = sorted(s for s in set(test.sources) if (test.sources == s).sum() >= MIN_SOURCE_FILMS)
-    valid = [f for f in per_finding.values() if f["overall"]["value"] is not None]
     return {
         "rule": triage.RULE_VERSION,
         "version": classifier.version,
@@ -503,20 +521,7 @@ def evaluate(model_dir: Path, data_dir: Path, cache_dir: Path) -> dict[str, Any]
         "nih_prevalence": prevalence,
         "flags": flags_per_film(classifier, test, grp, v3),
         "per_finding": per_finding,
-        "mean_auc": {
-            "overall": float(np.mean([f["overall"]["value"] for f in valid])),
-            "per_source": {
-                s: float(
-                    np.nanmean([f["per_source"][s]["value"] or np.nan for f in valid if s in f["per_source"]])
-                )
-                for s in sources
-            },
-            "source_balanced": float(
-                np.nanmean(
-                    [f["source_balanced"]["value"] or np.nan for f in valid if f["source_balanced"]["value"]]
-                )
-            ),
-        },
+        "mean_auc": mean_auc(per_finding, sources),
         "shortcut": shortcut_check(val, test),
         "refused_chest_films": int(val.refused.sum() + test.refused.sum()),
     }

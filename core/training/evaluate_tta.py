@@ -37,7 +37,7 @@ from core.config import get_settings
 from core.ml.classifier import Classifier, calibrate, to_model_input
 from core.ml.probability import logit, sigmoid
 from core.ml.registry import active_model_dir
-from core.training.evaluate_triage import MIN_SOURCE_FILMS, Reads, per_finding_auc
+from core.training.evaluate_triage import MIN_SOURCE_FILMS, Reads, mean_auc, per_finding_auc
 from core.training.model_card import put_section
 
 log = logging.getLogger("evaluate_tta")
@@ -137,24 +137,6 @@ def _reads(split: dict[str, Any], probs: np.ndarray) -> Reads:
     )
 
 
-def _mean_auc(report: dict[str, Any], sources: Sequence[str]) -> dict[str, Any]:
-    valid = [f for f in report.values() if f["overall"]["value"] is not None]
-    return {
-        "overall": float(np.mean([f["overall"]["value"] for f in valid])),
-        "per_source": {
-            s: float(
-                np.nanmean([f["per_source"][s]["value"] or np.nan for f in valid if s in f["per_source"]])
-            )
-            for s in sources
-        },
-        "source_balanced": float(
-            np.nanmean(
-                [f["source_balanced"]["value"] or np.nan for f in valid if f["source_balanced"]["value"]]
-            )
-        ),
-    }
-
-
 def _mean_auc_fast(y: np.ndarray, p: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 
@@ -214,7 +196,7 @@ def evaluate(model_dirs: Sequence[Path], data_dir: Path, cache_dir: Path) -> dic
             "angles": list(CANDIDATES[label]),
             "models": n_models,
             "val_mean_auc": _mean_auc_fast(val["labels"], probs["val"]),
-            "test": _mean_auc(test_report, sources),
+            "test": mean_auc(test_report, sources),
             "per_finding": {n: test_report[n]["overall"] for n in names},
             "gain_vs_plain": None
             if key == plain
