@@ -23,7 +23,7 @@ from db import models
 from db.migrate import upgrade
 from db.session import create_db_engine, session_scope
 from tests.support.db import TestAccount, create_postgres_schema, drop_postgres_schema
-from tests.support.migration_rows import NOW, study_row
+from tests.support.migration_rows import study_row, user_and_patient_rows
 from tests.support.xray_samples import DICOM, png_variant
 
 MakeUser = Callable[..., TestAccount]
@@ -170,22 +170,7 @@ def test_revision_0006_back_fills_from_the_stored_dicom_document(dialect: str, t
         upgrade("0005", url=url)
         engine = create_db_engine(url)
         with engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO users (id, username, full_name, role, password_hash, failed_attempts, active,"
-                    " created_at, version) VALUES (1, 'u', 'U', 'doctor', 'x', 0, :t, :now, 1)"
-                ),
-                {"t": True, "now": NOW},
-            )
-            conn.execute(
-                text(
-                    "INSERT INTO patients (id, patient_id, given_name, family_name, given_norm, family_norm,"
-                    " sex, date_of_birth, phone, email, address, special_notes, created_at, updated_at,"
-                    " version) VALUES (1, 'ED-1', 'A', 'B', 'a', 'b', 'female', :dob, '', '', '', '', :now,"
-                    " :now, 1)"
-                ),
-                {"dob": date(1970, 1, 1), "now": NOW},
-            )
+            user_and_patient_rows(conn)
             for study_id in (1, 2, 3):
                 study_row(conn, sha=str(study_id) * 64, study_id=study_id, visit=None)
             documents = {1: {"study_date": "2020-02-29", "view_position": "pa "}, 2: {"study_date": "junk"}}

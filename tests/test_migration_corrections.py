@@ -4,7 +4,6 @@ promises, and a downgrade that removes only its own table."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import date
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from db.migrate import downgrade, upgrade
 from db.session import create_db_engine
 from tests.support.db import create_postgres_schema, drop_postgres_schema
-from tests.support.migration_rows import NOW, diagnosis_row, study_row
+from tests.support.migration_rows import NOW, diagnosis_row, study_row, user_and_patient_rows
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -28,21 +27,7 @@ def engine_at_0002(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[t
     upgrade("0002", url=url)
     engine = create_db_engine(url)
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO users (id, username, full_name, role, password_hash, failed_attempts, active,"
-                " created_at, version) VALUES (1, 'u', 'U', 'doctor', 'x', 0, :t, :now, 1)"
-            ),
-            {"t": True, "now": NOW},
-        )
-        conn.execute(
-            text(
-                "INSERT INTO patients (id, patient_id, given_name, family_name, given_norm, family_norm, sex,"
-                " date_of_birth, phone, email, address, special_notes, created_at, updated_at, version)"
-                " VALUES (1, 'ED-1', 'A', 'B', 'a', 'b', 'female', :dob, '', '', '', '', :now, :now, 1)"
-            ),
-            {"dob": date(1970, 1, 1), "now": NOW},
-        )
+        user_and_patient_rows(conn)
         study_row(conn, visit=None)
         diagnosis_row(conn)
     try:

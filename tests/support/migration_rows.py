@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy import text
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def user_and_patient_rows(conn) -> None:  # type: ignore[no-untyped-def]
+    """User 1 (a doctor) and patient 1 ('ED-1'): what every study row of these tests refers to."""
+    conn.execute(
+        text(
+            "INSERT INTO users (id, username, full_name, role, password_hash, failed_attempts, active,"
+            " created_at, version) VALUES (1, 'u', 'U', 'doctor', 'x', 0, :t, :now, 1)"
+        ),
+        {"t": True, "now": NOW},
+    )
+    conn.execute(
+        text(
+            "INSERT INTO patients (id, patient_id, given_name, family_name, given_norm, family_norm, sex,"
+            " date_of_birth, phone, email, address, special_notes, created_at, updated_at, version)"
+            " VALUES (1, 'ED-1', 'A', 'B', 'a', 'b', 'female', :dob, '', '', '', '', :now, :now, 1)"
+        ),
+        {"dob": date(1970, 1, 1), "now": NOW},
+    )
 
 
 def study_row(
