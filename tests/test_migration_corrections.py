@@ -11,31 +11,18 @@ from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from db.migrate import downgrade, upgrade
-from db.session import create_db_engine
-from tests.support.db import create_postgres_schema, drop_postgres_schema
-from tests.support.migration_rows import NOW, diagnosis_row, study_row, user_and_patient_rows
+from tests.support.migration_rows import NOW, database_at, diagnosis_row, study_row, user_and_patient_rows
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine_at_0002(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Engine]]:
     """A database at revision 0002 holding a user, a patient, a 'new' study and its diagnosis."""
-    schema = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'm.db'}"
-    else:
-        schema, url = create_postgres_schema("cxr_m3")
-    upgrade("0002", url=url)
-    engine = create_db_engine(url)
-    with engine.begin() as conn:
-        user_and_patient_rows(conn)
-        study_row(conn, visit=None)
-        diagnosis_row(conn)
-    try:
+    with database_at(request.param, "0002", tmp_path, "cxr_m3") as (url, engine):
+        with engine.begin() as conn:
+            user_and_patient_rows(conn)
+            study_row(conn, visit=None)
+            diagnosis_row(conn)
         yield url, engine
-    finally:
-        engine.dispose()
-        if schema is not None:
-            drop_postgres_schema(schema)
 
 
 def _correction(conn, study_id: int = 1, diagnosis_id: int = 1, status: str = "corrected") -> None:  # type: ignore[no-untyped-def]

@@ -13,9 +13,7 @@ from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from db.migrate import downgrade, upgrade
-from db.session import create_db_engine
-from tests.support.db import create_postgres_schema, drop_postgres_schema
-from tests.support.migration_rows import NOW
+from tests.support.migration_rows import NOW, database_at
 
 
 def _allergy(conn, substance: str, severity: str = "mild", reaction: str = "", patient: int = 1) -> None:  # type: ignore[no-untyped-def]
@@ -31,42 +29,31 @@ def _allergy(conn, substance: str, severity: str = "mild", reaction: str = "", p
 @pytest.fixture(params=["sqlite", "postgresql"])
 def at_0004(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Engine, str]]:
     """A database at 0004 with two patients, duplicate allergies and an audit row."""
-    schema = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'm.db'}"
-    else:
-        schema, url = create_postgres_schema("cxr_m5")
-    upgrade("0004", url=url)
-    engine = create_db_engine(url)
-    with engine.begin() as conn:
-        for pk in (1, 2):
+    with database_at(request.param, "0004", tmp_path, "cxr_m5") as (url, engine):
+        with engine.begin() as conn:
+            for pk in (1, 2):
+                conn.execute(
+                    text(
+                        "INSERT INTO patients (id, patient_id, given_name, family_name, given_norm, family_norm,"
+                        " sex, date_of_birth, phone, email, address, special_notes, created_at, updated_at,"
+                        " version) VALUES (:pk, :pid, 'A', 'B', 'a', 'b', 'female', :dob, '', '', '', '', :now,"
+                        " :now, 1)"
+                    ),
+                    {"pk": pk, "pid": f"ED-{pk}", "dob": date(1970, 1, 1), "now": NOW},
+                )
+            _allergy(conn, "Penicillin", "mild", "rash")
+            _allergy(conn, "penicillin ", "severe", "wheeze")
+            _allergy(conn, "PÉNICILLIN", "moderate", "rash")
+            _allergy(conn, "Latex", "mild")
+            _allergy(conn, "Penicillin", "mild", patient=2)  # another patient's: not a duplicate
             conn.execute(
                 text(
-                    "INSERT INTO patients (id, patient_id, given_name, family_name, given_norm, family_norm,"
-                    " sex, date_of_birth, phone, email, address, special_notes, created_at, updated_at,"
-                    " version) VALUES (:pk, :pid, 'A', 'B', 'a', 'b', 'female', :dob, '', '', '', '', :now,"
-                    " :now, 1)"
+                    "INSERT INTO audit_log (at, user_id, username, action, entity_type, detail)"
+                    " VALUES (:now, NULL, 'someone', 'login', 'user', '')"
                 ),
-                {"pk": pk, "pid": f"ED-{pk}", "dob": date(1970, 1, 1), "now": NOW},
+                {"now": NOW},
             )
-        _allergy(conn, "Penicillin", "mild", "rash")
-        _allergy(conn, "penicillin ", "severe", "wheeze")
-        _allergy(conn, "PÉNICILLIN", "moderate", "rash")
-        _allergy(conn, "Latex", "mild")
-        _allergy(conn, "Penicillin", "mild", patient=2)  # another patient's: not a duplicate
-        conn.execute(
-            text(
-                "INSERT INTO audit_log (at, user_id, username, action, entity_type, detail)"
-                " VALUES (:now, NULL, 'someone', 'login', 'user', '')"
-            ),
-            {"now": NOW},
-        )
-    try:
         yield url, engine, request.param
-    finally:
-        engine.dispose()
-        if schema is not None:
-            drop_postgres_schema(schema)
 
 
 def test_upgrade_merges_duplicates_and_enforces_one_allergy_per_substance(at_0004) -> None:  # type: ignore[no-untyped-def]

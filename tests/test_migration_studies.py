@@ -12,36 +12,23 @@ from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from db.migrate import downgrade, upgrade
-from db.session import create_db_engine
-from tests.support.db import create_postgres_schema, drop_postgres_schema
-from tests.support.migration_rows import NOW, diagnosis_row, study_row, user_and_patient_rows
+from tests.support.migration_rows import NOW, database_at, diagnosis_row, study_row, user_and_patient_rows
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine_at_0001(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Engine]]:
     """A database at revision 0001 holding one user, one patient and one visit."""
-    schema = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'm.db'}"
-    else:
-        schema, url = create_postgres_schema("cxr_m2")
-    upgrade("0001", url=url)
-    engine = create_db_engine(url)
-    with engine.begin() as conn:
-        user_and_patient_rows(conn)
-        conn.execute(
-            text(
-                "INSERT INTO visits (id, patient_pk, visit_date, reason, notes, created_at, updated_at, version)"
-                " VALUES (1, 1, :d, 'cough', '', :now, :now, 1)"
-            ),
-            {"d": date(2026, 11, 23), "now": NOW},
-        )
-    try:
+    with database_at(request.param, "0001", tmp_path, "cxr_m2") as (url, engine):
+        with engine.begin() as conn:
+            user_and_patient_rows(conn)
+            conn.execute(
+                text(
+                    "INSERT INTO visits (id, patient_pk, visit_date, reason, notes, created_at, updated_at, version)"
+                    " VALUES (1, 1, :d, 'cough', '', :now, :now, 1)"
+                ),
+                {"d": date(2026, 11, 23), "now": NOW},
+            )
         yield url, engine
-    finally:
-        engine.dispose()
-        if schema is not None:
-            drop_postgres_schema(schema)
 
 
 def test_upgrade_keeps_records_and_downgrade_removes_only_studies(engine_at_0001) -> None:  # type: ignore[no-untyped-def]

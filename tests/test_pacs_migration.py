@@ -12,29 +12,16 @@ from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from db.migrate import downgrade, upgrade
-from db.session import create_db_engine
-from tests.support.db import create_postgres_schema, drop_postgres_schema
-from tests.support.migration_rows import NOW, study_row, user_and_patient_rows
+from tests.support.migration_rows import NOW, database_at, study_row, user_and_patient_rows
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine_at_0009(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Engine]]:
-    schema = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'm.db'}"
-    else:
-        schema, url = create_postgres_schema("cxr_m10")
-    upgrade("0009", url=url)
-    engine = create_db_engine(url)
-    with engine.begin() as conn:
-        user_and_patient_rows(conn)
-        study_row(conn, visit=None)
-    try:
+    with database_at(request.param, "0009", tmp_path, "cxr_m10") as (url, engine):
+        with engine.begin() as conn:
+            user_and_patient_rows(conn)
+            study_row(conn, visit=None)
         yield url, engine
-    finally:
-        engine.dispose()
-        if schema is not None:
-            drop_postgres_schema(schema)
 
 
 def _import(conn, sop: str, status: str = "imported", study_id: int | None = 1) -> None:  # type: ignore[no-untyped-def]

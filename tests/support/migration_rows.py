@@ -2,11 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
+from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
+
+from db.migrate import upgrade
+from db.session import create_db_engine
+from tests.support.db import create_postgres_schema, drop_postgres_schema
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+@contextmanager
+def database_at(backend: str, revision: str, folder: Path, prefix: str) -> Iterator[tuple[str, Engine]]:
+    """A fresh database (a SQLite file in ``folder``, or a PostgreSQL schema named from ``prefix``) migrated to
+    ``revision``: its URL and an engine, both cleaned up afterwards."""
+    schema = None
+    if backend == "sqlite":
+        url = f"sqlite:///{folder / 'm.db'}"
+    else:
+        schema, url = create_postgres_schema(prefix)
+    try:
+        upgrade(revision, url=url)
+        engine = create_db_engine(url)
+        try:
+            yield url, engine
+        finally:
+            engine.dispose()
+    finally:
+        if schema is not None:
+            drop_postgres_schema(schema)
 
 
 def user_and_patient_rows(conn) -> None:  # type: ignore[no-untyped-def]
