@@ -1,11 +1,13 @@
-"""Find a patient by ID (exact or prefix) or by name, open the record, or register a new patient."""
+"""The landing page: find a patient by ID (exact, its bare number or prefix) or by name, open the record, or
+register a new patient; under the search (its hits first), the films waiting to be read and my recent
+patients."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from core import records
-from ui import fields, fmt, forms, session
+from ui import fields, fmt, forms, landing_views, session
 from ui.focus import focus_input
 
 user = session.require_user()
@@ -64,3 +66,6 @@ if submitted:
         fields=(fields.PATIENT_ID, *fields.DEMOGRAPHICS),
         after=lambda created: session.open_record(created.patient_id),
     )
+
+landing_views.waiting_films(user)
+landing_views.my_recent_patients(user)

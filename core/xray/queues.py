@@ -3,8 +3,9 @@
 * :func:`worklist`: the emergency worklist, most pressing triage level first, then longest waiting; on
   request followed by the films already read in the last hours (newest first), for "reviewed by".
 * :func:`review_queue`: the review queue, least certain first, for doctors to label where it teaches most.
+* :func:`waiting`: how many films wait to be read, and how many of them are urgent (the landing page).
 
-Both return frozen :class:`QueueItem` rows; nothing here imports Streamlit.
+The two lists return frozen :class:`QueueItem` rows; nothing here imports Streamlit.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core import audit
@@ -33,7 +35,15 @@ READ_HOURS = 12  # how far back the worklist shows films already read (a shift)
 #: How many of the oldest unreviewed studies the review queue ranks (far more than an ED accumulates).
 QUEUE_SCAN_LIMIT = 5000
 
-__all__ = ["QUEUE_SCAN_LIMIT", "WORKLIST_LIMIT", "QueueItem", "review_queue", "worklist"]
+__all__ = [
+    "QUEUE_SCAN_LIMIT",
+    "WORKLIST_LIMIT",
+    "QueueItem",
+    "Waiting",
+    "review_queue",
+    "waiting",
+    "worklist",
+]
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,14 @@ class QueueItem:
     sex: str = "unknown"
     date_of_birth: date | None = None
     status: str = "new"  # new (not yet read) | reviewed | corrected
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """How many films wait for a doctor (the worklist's unread films) and how many of them are urgent."""
+
+    total: int
+    urgent: int
 
 
 def _item(s: models.Study, d: models.Diagnosis, p: models.Patient, store: storage.FileStore) -> QueueItem:
@@ -140,3 +158,19 @@ def review_queue(limit: int = 50, *, actor: Who | None = None) -> tuple[QueueIte
         shown = tuple(items[: max(1, min(limit, 1000))])
         _audit_listing(session, actor, "review_queue", shown)
     return shown
+
+
+def waiting() -> Waiting:
+    """How many films the worklist holds unread (not withdrawn), and how many of them the newest read
+    triaged urgent: two numbers, counted in the database (no film is listed, so nothing is audited)."""
+    by_level = (
+        select(models.Diagnosis.triage_level, func.count())
+        .select_from(models.Study)
+        # the newest diagnosis of each film, as the worklist joins it (repo.unreviewed_studies)
+        .join(models.Diagnosis, models.Diagnosis.id == repo._latest_diagnosis_id())
+        .where(models.Study.status == "new", models.Study.withdrawn_at.is_(None))
+        .group_by(models.Diagnosis.triage_level)
+    )
+    with session_scope() as session:
+        counts = {str(level): int(n) for level, n in session.execute(by_level)}
+    return Waiting(total=sum(counts.values()), urgent=counts.get("urgent", 0))
