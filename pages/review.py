@@ -36,6 +36,7 @@ source = (
     else "from the model's read: its suggestions are shown beside each finding, not set for you"
 )
 st.markdown(f"{xray_views.status_badge(state.status)} :gray[Pre-filled {source}.]")
+views.restore_draft(state)  # coming back to a film typed and not saved: the form as it was left
 views.unsaved(state, user)
 
 # The box editor gets the whole width: its controls take what its canvas leaves of the frame.
@@ -49,7 +50,7 @@ with reading_col:
     st.markdown("**Your reading: findings**")
     with st.container(border=True):
         labels, sources = views.finding_labels(state)
-    note = st.text_area("Note", value=state.note, max_chars=2000, key=f"{views.prefix(state)}note")
+    note = views.note(state)
     views.leave_guard(views.dirty(state, labels, sources, boxes, note))
     if state.signed:
         st.info(
@@ -57,7 +58,13 @@ with reading_col:
             "the signed reading is kept.",
             icon=":material/verified:",
         )
-        reason = st.text_input("Reason for the amendment", max_chars=1000, key=f"{views.prefix(state)}reason")
+        reason = st.text_input(
+            "Reason for the amendment",
+            max_chars=1000,
+            key=f"{views.prefix(state)}reason",
+            on_change=views.keep_draft,
+            args=(state,),
+        )
         if st.button("Amend and sign", type="primary", icon=":material/verified:", width="stretch"):
             views.save(
                 state, labels, boxes, note, user, True, sources=sources, sign=True, amend_reason=reason
@@ -74,4 +81,5 @@ with reading_col:
             "**Save and sign** makes you the reader of record (every finding must be set or accepted); "
             "a signed reading can later be changed only by a signed amendment with a reason."
         )
+views.keep_draft(state, boxes)  # what is on the form now outlives a visit to another page
 views.history(state.study_id)

@@ -271,3 +271,72 @@ def test_accepting_the_suggestions_then_sign_then_amend_with_a_reason(
         and new.labels[first] == "present"
     )
     assert "amended, signed" in list(at.dataframe[-1].value["Status"])
+
+
+def _leave_and_come_back(at: AppTest) -> AppTest:
+    """Another page through the menu (which drops the link's query), then back to the editor."""
+    at.query_params.clear()
+    at.switch_page(session.PATIENTS_PAGE).run()
+    assert not at.exception, at.exception
+    assert [t.value for t in at.title] == ["Patients"]
+    at.switch_page(session.REVIEW_PAGE).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_a_review_typed_and_left_is_restored_then_saved(
+    account: TestAccount, study: dx.DiagnosisView
+) -> None:
+    at = open_editor(account, study.study_id)
+    state = at.session_state[correction_views.STATE]
+    name = state.finding_names[0]
+    new = cx.ABSENT if state.model_labels[name] == cx.PRESENT else cx.PRESENT
+    assert correction_views.RESTORED_NOTE not in texts(at)
+    at.radio(key=radio_key(state, name)).set_value(new).run()
+    # The note is typed and the doctor leaves at once: its change arrives with the run that opens the page.
+    at.text_area(key=f"{correction_views.prefix(state)}note").set_value("Left apex: check again.")
+    at = _leave_and_come_back(at)
+
+    assert correction_views.RESTORED_NOTE in texts(at)
+    assert at.radio(key=radio_key(state, name)).value == new
+    assert at.text_area(key=f"{correction_views.prefix(state)}note").value == "Left apex: check again."
+    assert any("You have unsaved changes" in w.value for w in at.warning)
+    next(b for b in at.button if b.label == "Save as reviewed").click().run()
+    assert not at.exception, at.exception
+    [row] = corrections()
+    assert row.labels[name] == new and row.note == "Left apex: check again."
+    assert row.label_sources[name] == "doctor"
+    assert at.session_state[correction_views.DRAFTS] == {}  # saved: the draft is gone
+    at = _leave_and_come_back(at)
+    assert correction_views.RESTORED_NOTE not in texts(at)
+
+
+def test_a_restored_draft_can_be_discarded(account: TestAccount, study: dx.DiagnosisView) -> None:
+    at = open_editor(account, study.study_id)
+    state = at.session_state[correction_views.STATE]
+    name = state.finding_names[1]
+    at.radio(key=radio_key(state, name)).set_value(cx.UNCERTAIN).run()
+    at = _leave_and_come_back(at)
+    assert at.radio(key=radio_key(state, name)).value == cx.UNCERTAIN
+    next(b for b in at.button if b.label == "Discard draft").click().run()
+    assert not at.exception, at.exception
+    assert correction_views.RESTORED_NOTE not in texts(at)
+    assert at.radio(key=radio_key(state, name)).value == correction_views.NOT_SET
+    assert not any("You have unsaved changes" in w.value for w in at.warning)
+    at = _leave_and_come_back(at)
+    assert correction_views.RESTORED_NOTE not in texts(at) and corrections() == []
+
+
+def test_drawn_boxes_are_restored_too(account: TestAccount, study: dx.DiagnosisView) -> None:
+    at = open_editor(account, study.study_id)
+    state = at.session_state[correction_views.STATE]
+    at.session_state[f"{correction_views.prefix(state)}boxes"] = [
+        {"bbox": [64.0, 32.0, 128.0, 96.0], "label_id": 5, "label": "Pneumothorax"}
+    ]
+    at.run()
+    at = _leave_and_come_back(at)
+    assert correction_views.RESTORED_NOTE in texts(at)
+    assert "Pneumothorax: x 102–307, y 51–205" in texts(at)
+    next(b for b in at.button if b.label == "Save as reviewed").click().run()
+    [row] = corrections()
+    assert row.boxes == [{"label": "Pneumothorax", "x1": 102.4, "y1": 51.2, "x2": 307.2, "y2": 204.8}]

@@ -7,10 +7,17 @@ without pressing the editor's own Complete. It is fed a copy of the display imag
 set**, with the model's suggestion beside each: a label is the doctor's only when the doctor sets it, or
 presses "Accept the model's suggestions" (stored as ``accepted``). Every widget key carries the study and its version: another study, or the same study after a
 save, starts from the freshly loaded reading, while a rerun keeps what the doctor has done so far.
+
+A review typed but not saved survives leaving the page (:data:`DRAFTS`): Streamlit forgets the state of
+widgets a run does not draw, so every change is also copied into a plain per-study draft (the widgets'
+callbacks, which run even in the run that opens another page, and the end of each run of this page for the
+boxes), and coming back writes it into the widgets before they are drawn. The draft lives in this browser
+tab's server-side session only (gone on logout, expiry or F5) and is removed on a save, a sign or Discard.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Any
 
 import streamlit as st
@@ -25,6 +32,8 @@ from ui.box_editor import box_editor as box_canvas
 
 STATE = "cx.state"  # the EditorState on show (a frozen DTO); its study_version is what a save is based on
 UNSAVED = "cx.unsaved"  # (labels, boxes, note) of a save refused by a conflict, shown after the reload
+DRAFTS = "cx.drafts"  # study_id -> Draft: the review typed and not saved, kept while the doctor is elsewhere
+RESTORED_NOTE = "Restored your unsaved review of this film (not saved yet)."
 EDITOR_SIDE = 640
 NOT_SET = "not set"
 
@@ -90,10 +99,12 @@ def _accept_all(state: EditorState) -> None:
         if st.session_state.get(key, _initial(state, f.name)) == NOT_SET:
             st.session_state[key] = state.model_labels[f.name]
             accepted.add(f.name)
+    keep_draft(state)
 
 
 def _set_by_doctor(state: EditorState, name: str) -> None:
     st.session_state.setdefault(f"{prefix(state)}accepted", set()).discard(name)
+    keep_draft(state)
 
 
 def finding_labels(state: EditorState) -> tuple[dict[str, str], dict[str, str]]:
@@ -150,6 +161,13 @@ def finding_labels(state: EditorState) -> tuple[dict[str, str], dict[str, str]]:
     return labels, sources
 
 
+def note(state: EditorState) -> str:
+    """The reading's free-text note (kept in the draft as it is typed)."""
+    key = f"{prefix(state)}note"
+    st.session_state.setdefault(key, state.note)
+    return st.text_area("Note", max_chars=2000, key=key, on_change=keep_draft, args=(state,))
+
+
 def box_editor(state: EditorState) -> tuple[CorrectedBox, ...]:
     """The film with the boxes to edit; returns the boxes as last completed (else as loaded)."""
     factor = min(1.0, EDITOR_SIDE / max(state.width, state.height))
@@ -164,7 +182,9 @@ def box_editor(state: EditorState) -> tuple[CorrectedBox, ...]:
         "detector's mark findings it does not know; they go to the training export's side file."
     )
     classes = corrections.markable_classes(state.finding_names)
-    shown_boxes = [b for b in state.boxes if b.label in classes]
+    draft = _drafts().get(state.study_id)
+    start = draft.editor_boxes if draft is not None and draft.editor_boxes is not None else state.boxes
+    shown_boxes = [b for b in start if b.label in classes]
     drawn = box_canvas(
         shown,
         list(classes),
@@ -176,10 +196,10 @@ def box_editor(state: EditorState) -> tuple[CorrectedBox, ...]:
         width=size[0],
         height=size[1],
         line_width=2,
-        key=f"{prefix(state)}boxes",
+        key=_editor_key(state),
     )
     if drawn is None:
-        return state.boxes
+        return start
     return corrections.boxes_from_xywh(drawn, scale_x, scale_y, state.width, state.height)
 
 
@@ -224,8 +244,10 @@ def save(
         return
     except ConflictError as exc:
         st.session_state[UNSAVED] = (labels, boxes, note, state.study_version)
+        _drafts().pop(state.study_id, None)  # what was entered is listed by unsaved() from now on
         session.flash(str(exc), "error")
         st.rerun()
+    _drafts().pop(state.study_id, None)
     reload(user)
     if sign:
         what = "amended and signed" if state.signed else "signed"
@@ -321,7 +343,8 @@ def leave_guard(active: bool) -> None:
     question on reload or close (removed again once saved)."""
     if active:
         st.warning(
-            "You have unsaved changes: save, sign or save a draft before leaving this page.",
+            "You have unsaved changes: they are kept in this session while you look at other pages, but "
+            "nothing is saved until you save, sign or save a draft.",
             icon=":material/edit_note:",
         )
     flag = "true" if active else "false"
@@ -331,3 +354,125 @@ def leave_guard(active: bool) -> None:
         f"w.addEventListener('beforeunload',w.__cxrGuard);}}w.__cxrDirty={flag};}})();</script>",
         height=1,
     )
+
+
+# ---------------------------------------------------------------- the review typed but not saved
+
+
+@dataclass(frozen=True)
+class Draft:
+    """What the doctor has entered for one loaded reading (``version``) and not saved: each finding's choice
+    as the radio holds it, the findings taken from the model's suggestions, the note, the amendment reason
+    and the boxes (``None``: as loaded); ``editor_boxes`` are the boxes the editor was restarted with."""
+
+    version: int
+    choices: dict[str, str]
+    accepted: frozenset[str]
+    note: str
+    reason: str
+    boxes: tuple[CorrectedBox, ...] | None = None
+    editor_boxes: tuple[CorrectedBox, ...] | None = None
+    restored: bool = False
+
+
+def _drafts() -> dict[int, Draft]:
+    drafts: dict[int, Draft] = st.session_state.setdefault(DRAFTS, {})
+    return drafts
+
+
+def _editor_key(state: EditorState) -> str:
+    generation = st.session_state.get(f"{prefix(state)}editor", 0)  # a discard starts a fresh editor
+    return f"{prefix(state)}boxes" + (f".{generation}" if generation else "")
+
+
+def _entered(state: EditorState, draft: Draft | None) -> Draft:
+    """The form's values as the widgets hold them now (those not drawn: as loaded, or as in ``draft``)."""
+    p = prefix(state)
+    return Draft(
+        version=state.study_version,
+        choices={
+            f.name: str(st.session_state.get(f"{p}label.{f.name}", _initial(state, f.name)))
+            for f in state.findings
+        },
+        accepted=frozenset(st.session_state.get(f"{p}accepted", ())),
+        note=str(st.session_state.get(f"{p}note", state.note)),
+        reason=str(st.session_state.get(f"{p}reason", "")),
+        boxes=draft.boxes if draft is not None else None,
+        editor_boxes=draft.editor_boxes if draft is not None else None,
+        restored=draft.restored if draft is not None else False,
+    )
+
+
+def _differs(state: EditorState, draft: Draft) -> bool:
+    return (
+        any(choice != _initial(state, name) for name, choice in draft.choices.items())
+        or bool(draft.accepted)
+        or draft.note.strip() != state.note.strip()
+        or bool(draft.reason.strip())
+        or (draft.boxes is not None and not corrections.same_boxes(draft.boxes, state.boxes))
+    )
+
+
+def keep_draft(state: EditorState, boxes: tuple[CorrectedBox, ...] | None = None) -> None:
+    """Copy the form into the study's draft (a widget callback, also in the run that opens another page; and
+    the end of every run of the page, with the boxes); no draft while nothing differs from the loaded one."""
+    drafts = _drafts()
+    current = drafts.get(state.study_id)
+    if current is not None and current.version != state.study_version:
+        current = None
+    draft = _entered(state, current)
+    if boxes is not None:
+        draft = replace(draft, boxes=boxes)
+    if _differs(state, draft):
+        drafts[state.study_id] = draft
+    else:
+        drafts.pop(state.study_id, None)
+
+
+def restore_draft(state: EditorState) -> None:
+    """Before the form is drawn: coming back to a film with a draft, put it back into the widgets, then say
+    so with a Discard button. A draft of an older reading (someone saved since) is listed instead."""
+    draft = _drafts().get(state.study_id)
+    if draft is None:
+        return
+    p = prefix(state)
+    if draft.version != state.study_version:
+        labels = {
+            f.name: state.model_labels[f.name]
+            if draft.choices.get(f.name, NOT_SET) == NOT_SET
+            else draft.choices[f.name]
+            for f in state.findings
+        }
+        st.session_state[UNSAVED] = (labels, draft.boxes or state.boxes, draft.note, draft.version)
+        _drafts().pop(state.study_id, None)
+        return
+    if f"{p}note" not in st.session_state:  # the widgets were not drawn since: put the draft back
+        for name, choice in draft.choices.items():
+            st.session_state[f"{p}label.{name}"] = choice
+        st.session_state[f"{p}accepted"] = set(draft.accepted)
+        st.session_state[f"{p}note"] = draft.note
+        st.session_state[f"{p}reason"] = draft.reason
+        st.session_state[f"{p}editor"] = st.session_state.get(f"{p}editor", 0) + 1
+        draft = replace(draft, editor_boxes=draft.boxes, restored=True)
+        _drafts()[state.study_id] = draft
+    if draft.restored:
+        told, discard = st.columns([4, 1], vertical_alignment="center")
+        told.info(RESTORED_NOTE, icon=":material/restore:")
+        discard.button(
+            "Discard draft",
+            icon=":material/delete:",
+            key=f"{p}discard",
+            on_click=discard_draft,
+            args=(state,),
+            width="stretch",
+        )
+
+
+def discard_draft(state: EditorState) -> None:
+    """Button callback: forget the draft and start the form again from the loaded reading."""
+    _drafts().pop(state.study_id, None)
+    p = prefix(state)
+    generation = st.session_state.get(f"{p}editor", 0) + 1
+    for key in [k for k in st.session_state if str(k).startswith(p)]:
+        del st.session_state[key]
+    st.session_state[f"{p}editor"] = generation  # a fresh box editor, showing the loaded boxes
