@@ -31,6 +31,7 @@ def _film(patient_id: str) -> bytes:
 
     ds = pydicom.dcmread(ROOT / "assets" / "samples" / "nih_dx_chest_nofinding_1024.dcm")
     ds.PatientID = patient_id
+    ds.PatientName, ds.PatientSex, ds.PatientBirthDate = "LOVELACE^ADA", "F", "19600517"  # ED-1 as registered
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     out = io.BytesIO()

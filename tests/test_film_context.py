@@ -226,6 +226,49 @@ def test_the_mismatch_names_every_contradiction(account: TestAccount, make_patie
     assert only_id.value.contradictions == ("patient ID 'OTHER-7' (record: ED-1)",)
 
 
+def test_the_right_id_with_another_name_sex_or_birth_date_is_a_mismatch(
+    account: TestAccount, make_patient: MakePatient
+) -> None:
+    """The ID alone is not the identity: another name, sex or birth date under the record's own ID stops the
+    upload too (a mistyped ID at the modality); it saves only on confirmation, and the audit row says why."""
+    make_patient(
+        "ED-1", given_name="Zoë", family_name="Lovelace", sex="female", date_of_birth=date(1960, 5, 17)
+    )
+    for header, contradiction in (
+        (("ED-1", "SMITH^JOHN", "F", "19600517"), "name 'SMITH^JOHN' (record: LOVELACE, Zoë)"),
+        (("ED-1", "LOVELACE^ZOE", "M", "19600517"), "sex 'M' (record: female)"),
+        (("ED-1", "LOVELACE^ZOE", "F", "19610517"), "birth date 1961-05-17 (record: 1960-05-17)"),
+    ):
+        with pytest.raises(dx.PatientMismatch) as refused:
+            dx.diagnose_upload("ED-1", _dicom_of(*header), "film.dcm", account.user)
+        assert refused.value.contradictions == (contradiction,)
+        assert str(refused.value).startswith("This DICOM file's header does not match ED-1's record.")
+    # the same person written the DICOM way: case, accents, a middle name, an anonymised name, sex O
+    for index, header in enumerate(
+        (
+            ("ED-1", "LOVELACE^ZOE^A", "F", "19600517"),
+            ("ed-1", "lovelace^zoë", "", ""),
+            ("ED-1", "ANONYMOUS", "O", "19600517"),
+        )
+    ):
+        ds = pydicom.dcmread(io.BytesIO(_dicom_of(*header)))
+        ds.SOPInstanceUID = f"1.2.3.4.{index}"  # another image each time, never a re-upload
+        ds.PixelData = bytes(reversed(ds.PixelData)) if index == 1 else ds.PixelData
+        out = io.BytesIO()
+        ds.save_as(out)
+        assert dx.diagnose_upload("ED-1", out.getvalue(), f"ok{index}.dcm", account.user).patient_id == "ED-1"
+    saved = dx.diagnose_upload(
+        "ED-1", _dicom_of("ED-1", "SMITH^JOHN", "F", "19600517"), "c.dcm", account.user, True
+    )
+    with session_scope() as session:
+        detail = session.scalars(
+            select(models.AuditLog.detail)
+            .where(models.AuditLog.entity_id == str(saved.study_id), models.AuditLog.action == "diagnose")
+            .order_by(models.AuditLog.id.desc())
+        ).first()
+    assert detail is not None and "name 'SMITH^JOHN' (record: LOVELACE, Zoë)" in detail
+
+
 def test_a_withdrawn_film_leaves_the_review_queue(account: TestAccount, make_patient: MakePatient) -> None:
     from core.xray import queues
 

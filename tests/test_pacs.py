@@ -33,10 +33,12 @@ from tests.support.xray_samples import DICOM, NOT_CHEST_DICOM
 SR_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
 
 
-def film(path: Path, patient_id: str) -> bytes:
-    """The sample as a new film of ``patient_id`` (new study, series and instance UIDs)."""
+def film(path: Path, patient_id: str, born: str = "19600517") -> bytes:
+    """The sample as a new film of ``patient_id`` (new study, series and instance UIDs), its header naming
+    the patient ``make_patient`` registers by default (Ada Lovelace, female, born 1960-05-17)."""
     ds = pydicom.dcmread(path)
     ds.PatientID = patient_id
+    ds.PatientName, ds.PatientSex, ds.PatientBirthDate = "LOVELACE^ADA", "F", born
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     out = io.BytesIO()
@@ -96,6 +98,26 @@ def test_sync_imports_matches_refuses_and_never_twice(
     again = sync(doctor)
     assert (again.imported, again.unmatched, again.refused) == ([], [], [])
     assert len(imports()) == 3
+
+
+def test_a_film_under_a_known_id_with_another_birth_date_waits_for_a_doctor(
+    pacs: Orthanc, doctor: AuthenticatedUser, make_patient: Callable[..., object]
+) -> None:
+    """The ID matches a record but the header's birth date does not: never saved by the sync, listed as
+    unmatched with the contradiction as the reason; a doctor attaching it confirms it."""
+    make_patient("ED-7")
+    doubtful = film(DICOM, "ED-7", born="19450102")
+    DicomWebClient(pacs.dicomweb).store([doubtful])
+
+    report = sync(doctor)
+
+    assert report.unmatched == [uid(doubtful, "SOPInstanceUID")] and report.imported == []
+    status, study_id, reason = imports()[uid(doubtful, "SOPInstanceUID")]
+    assert (status, study_id) == ("unmatched", None)
+    assert reason == "birth date 1945-01-02 (record: 1960-05-17)"
+    (listed,) = unmatched.list_unmatched(doctor)
+    assert listed.reason == reason
+    assert get_diagnosis(unmatched.attach(listed.id, "ED-7", doctor), doctor).patient_id == "ED-7"
 
 
 def test_read_goes_back_as_sr_and_secondary_capture(

@@ -153,6 +153,11 @@ def test_a_dicom_film_reports_its_acquisition_date_and_projection(
 
     ds = pydicom.dcmread(DICOM)
     ds.StudyDate, ds.ViewPosition, ds.PatientID = "20261124", "AP", "ED-DCM"
+    ds.PatientName, ds.PatientSex, ds.PatientBirthDate = (
+        "LOVELACE^ADA",
+        "F",
+        "19600517",
+    )  # the record's patient
     out = io.BytesIO()
     ds.save_as(out)
     make_patient("ED-DCM")

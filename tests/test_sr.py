@@ -45,6 +45,8 @@ def film(make_patient: Callable[..., PatientRecord], doctor: AuthenticatedUser) 
 def dicom_film(make_patient: Callable[..., PatientRecord], doctor: AuthenticatedUser) -> dx.DiagnosisView:
     ds = pydicom.dcmread(DICOM)
     ds.PatientID, ds.StudyDate = "ED-DCM", "20261124"
+    ds.SpecificCharacterSet = "ISO_IR 192"  # the record's own patient, written the DICOM way
+    ds.PatientName, ds.PatientSex, ds.PatientBirthDate = "Żółć^Łukasz", "F", "19600517"
     out = io.BytesIO()
     ds.save_as(out)
     make_patient("ED-DCM", given_name="Łukasz", family_name="Żółć")

@@ -99,6 +99,14 @@ def bounded(value: object, vr: str = "LO") -> str | None:
     """A DICOM value as stripped text cut to its VR's maximum length (``None`` when empty or absent)."""
     if value is None:
         return None
+    raw = (
+        value if isinstance(value, bytes) else None
+    )  # pydicom leaves an unparsable value (an oversized PN) raw
+    if raw is not None:
+        try:
+            value = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            value = raw.decode("latin-1")
     text = str(value).strip()[: VR_MAX_CHARS.get(vr, 64)].strip()
     return text or None
 

@@ -4,7 +4,8 @@
 seen before (``pacs_imports.sop_instance_uid`` is unique; the SR and secondary captures this installation sent,
 ``pacs_exports``, are skipped) through four steps: retrieve (WADO-RS) -> match the patient by PatientID ->
 analyse and save exactly like an upload (:func:`core.xray.diagnosis.diagnose_upload`) -> record the outcome.
-A film of an unknown patient is never saved into a record: it is listed as *unmatched* (a doctor attaches or
+A film of an unknown patient, or one whose header's name, sex or birth date contradicts the record its ID
+names, is never saved into a record: it is listed as *unmatched* with the reason (a doctor attaches or
 dismisses it, :mod:`core.pacs.unmatched`); a film the upload would refuse is recorded as *refused* with the
 reason. Then the read of every imported film not yet sent goes back to the PACS (:func:`send_reading`).
 
@@ -32,6 +33,7 @@ from core.errors import AppError, NotFound
 from core.pacs.client import DicomWebClient, Instance, PacsUnavailable, StoreResult
 from core.validation import normalize_patient_id
 from core.xray.diagnosis import diagnose_upload
+from core.xray.identity import PatientMismatch
 from db import models
 from db import repository as repo
 from db.session import session_scope
@@ -151,6 +153,10 @@ def _import(client: DicomWebClient, instance: Instance, actor: AuthenticatedUser
     except imaging.ImageRejected as exc:
         _record(instance, "refused", actor, reason=exc.user_message)
         return "refused"
+    except PatientMismatch as exc:
+        # The ID matches a record but the name, sex or birth date does not: a doctor decides, never the sync.
+        _record(instance, "unmatched", actor, reason="; ".join(exc.contradictions))
+        return "unmatched"
     reason = "already in the record" if view.duplicate else ""
     _record(instance, "imported", actor, reason=reason, study_id=view.study_id, patient_id=key)
     return "imported"

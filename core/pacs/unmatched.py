@@ -1,8 +1,9 @@
-"""The "Unmatched from PACS" list: films on the PACS whose PatientID names no patient here.
+"""The "Unmatched from PACS" list: films on the PACS whose PatientID names no patient here, or whose header's
+name, sex or birth date contradicts the record that ID names (the reason says which).
 
 A doctor or admin lists them (:func:`list_unmatched`), attaches one to the right patient (:func:`attach`: the film
-is fetched again from the PACS and saved through the upload use case, the header's other PatientID confirmed
-and audited), or dismisses it with a reason (:func:`dismiss`). Every action is audited; a film handled by
+is fetched again from the PACS and saved through the upload use case, the header's contradictions confirmed and
+audited), or dismisses it with a reason (:func:`dismiss`). Every action is audited; a film handled by
 someone else meanwhile is refused (``ConflictError``), never handled twice.
 """
 

@@ -39,7 +39,7 @@ from core import imaging
 from core.audit import write as write_audit
 from core.auth import AuthenticatedUser
 from core.config import get_settings
-from core.errors import AppError, NotFound, ValidationError
+from core.errors import NotFound, ValidationError
 from core.imaging import dicom, storage
 from core.ml import film_check, inference, registry, triage
 from core.ml.boxes import Box, class_findings
@@ -48,6 +48,7 @@ from core.ml.detector import drawn_classes
 from core.review.readings import current_readings
 from core.validation import normalize_patient_id
 from core.xray import render
+from core.xray.identity import PatientMismatch, contradictions
 from core.xray.queues import worklist
 from core.xray.render import PREVIEW_MAX_SIDE, THUMBNAIL_SIDE, HeatMap, heatmap_image
 from core.xray.stored import FindingRead, boxes_of, findings_of, patient_name
@@ -83,51 +84,6 @@ __all__ = [
     "warm_up",
     "worklist",
 ]
-
-
-class PatientMismatch(AppError):
-    """A DICOM file whose Patient ID is not the chosen patient's; saving it needs an explicit confirmation.
-
-    ``contradictions`` lists, in words, every patient attribute of the header that contradicts the record
-    (ID, name, sex, birth date), with both values; they are raw values from the file: the page escapes them.
-    """
-
-    def __init__(self, dicom_patient_id: str, patient_id: str, contradictions: tuple[str, ...] = ()) -> None:
-        self.dicom_patient_id = dicom_patient_id
-        self.patient_id = patient_id
-        self.contradictions = contradictions
-        against = f" The header against the record: {'; '.join(contradictions)}." if contradictions else ""
-        super().__init__(
-            f"This DICOM file names patient ID {dicom_patient_id!r}, not {patient_id}.{against} Check that the "
-            f"image and the patient are the right ones; confirm to save it in {patient_id}'s record anyway."
-        )
-
-
-_DICOM_SEX = {"M": "male", "F": "female", "O": "other"}
-
-
-def contradictions(header: dicom.HeaderPatient, patient: models.Patient) -> tuple[str, ...]:
-    """Each patient attribute of a DICOM header that contradicts the record, as "what: header (record: ...)"."""
-    found = []
-    if header.patient_id and normalize_patient_id(header.patient_id) != patient.patient_id:
-        found.append(f"patient ID {header.patient_id!r} (record: {patient.patient_id})")
-    if header.name:
-        family, _, given = header.name.partition("^")
-        given = given.split("^")[0]
-        same_family = family.strip().casefold() == patient.family_name.strip().casefold()
-        same_given = not given.strip() or given.strip().casefold() == patient.given_name.strip().casefold()
-        if not (same_family and same_given):
-            found.append(
-                f"name {header.name!r} (record: {patient.family_name.upper()}, {patient.given_name})"
-            )
-    sex = _DICOM_SEX.get((header.sex or "").strip().upper())
-    if sex is not None and patient.sex in _DICOM_SEX.values() and sex != patient.sex:
-        found.append(f"sex {header.sex!r} (record: {patient.sex})")
-    if header.birth_date is not None and header.birth_date != patient.date_of_birth:
-        found.append(
-            f"birth date {header.birth_date.isoformat()} (record: {patient.date_of_birth.isoformat()})"
-        )
-    return tuple(found)
 
 
 # ---------------------------------------------------------------- DTOs
@@ -421,7 +377,8 @@ def diagnose_upload(
     """Analyse an uploaded X-ray and save it, with the models' read, into the patient's record.
 
     Raises ``NotFound`` (unknown patient), ``ValidationError`` (a visit of another patient),
-    :class:`PatientMismatch` (a DICOM naming another patient, unless ``confirm_patient_mismatch``),
+    :class:`PatientMismatch` (a DICOM header contradicting the record: another patient's ID, name, sex or
+    birth date; unless ``confirm_patient_mismatch``),
     a subclass of :class:`core.imaging.ImageRejected` (nothing saved), or
     :class:`core.ml.registry.ModelNotAvailable`. An image already in this patient's record is
     recognised by its sha256 and its saved result returned with ``duplicate=True``; nothing is re-saved.
@@ -521,16 +478,20 @@ def _check(
             return _Upload(data, filename, digest, key, visit_id, "", duplicate)
 
     header = dicom.header_patient(data)
-    dicom_pid = header.patient_id if header is not None else None
-    mismatch = dicom_pid is not None and normalize_patient_id(dicom_pid) != key
-    if mismatch and not confirm_patient_mismatch:
+    found: tuple[str, ...] = ()
+    if header is not None:
+        with session_scope() as session:
+            found = contradictions(header, _load_patient(session, key))
+    if found and not confirm_patient_mismatch:
         # A file that will be refused anyway is refused now: nobody should confirm an unusable image.
         imaging.read_chest_xray(data, filename)
         assert header is not None
-        with session_scope() as session:
-            found = contradictions(header, _load_patient(session, key))
-        raise PatientMismatch(str(dicom_pid), key, found)
-    detail = f"DICOM patient ID {dicom_pid!r} differs from {key}; saved on confirmation" if mismatch else ""
+        raise PatientMismatch(header.patient_id or "", key, found)
+    detail = (
+        f"DICOM header differs from {key}'s record: {'; '.join(found)}; saved on confirmation"
+        if found
+        else ""
+    )
     return _Upload(data, filename, digest, key, visit_id, detail)
 
 

@@ -377,7 +377,7 @@ def _dicom_cases() -> list[Case]:
             "dicom-oversized-strings.dcm",
             dicom(
                 StudyDescription="CHEST " + "A" * 2_000_000,
-                PatientName="X" * 100_000,
+                PatientName="LOVELACE^ADA^" + "X" * 100_000,  # the record's patient, an absurd middle name
                 BodyPartExamined="CHEST" + " " * 10 + "Z" * 50_000,
                 ViewPosition="PA" * 10_000,
             ),
