@@ -31,7 +31,8 @@ def waiting_films(user: AuthenticatedUser) -> None:
     urgent = f":red[**{count.urgent} urgent**]" if count.urgent else "none urgent"
     more = f" — the first {WAITING_SHOWN} here" if count.total > WAITING_SHOWN else ""
     st.markdown(f"**{_plural(count.total, 'film')} waiting**, {urgent}{more}")
-    worklist_views.film_rows(queues.worklist(WAITING_SHOWN, actor=user), key="home")
+    # The patient's name opens the film: no Open buttons beside the search hits' own Open.
+    worklist_views.film_rows(queues.worklist(WAITING_SHOWN, actor=user), key="home", open_button=False)
 
 
 def my_recent_patients(user: AuthenticatedUser) -> None:

@@ -15,16 +15,17 @@ _WIDTHS = [1.2, 1.6, 3, 1.2, 3, 1.3, 2, 1.2]
 _HEADINGS = ["Film", "Triage", "Patient", "Age / sex", "Top finding", "Waiting", "Read by", ""]
 
 
-def film_rows(items: Sequence[QueueItem], key: str) -> None:
+def film_rows(items: Sequence[QueueItem], key: str, *, open_button: bool = True) -> None:
     """The films as a table in a bordered box; the patient's name is a link to the film (also in a new tab),
-    the Open button (key ``{key}.open.{study_id}``) opens it in this tab."""
+    and with ``open_button`` an Open button (key ``{key}.open.{study_id}``) opens it in this tab."""
     readings = current_readings(i.study_id for i in items if i.status != "new")
-    with st.container(border=True):
-        for column, heading in zip(st.columns(_WIDTHS), _HEADINGS, strict=True):
+    shown = len(_WIDTHS) if open_button else len(_WIDTHS) - 1
+    with st.container(border=True, key=f"{key}-films"):
+        for column, heading in zip(st.columns(_WIDTHS[:shown]), _HEADINGS[:shown], strict=True):
             column.caption(heading)
         for item in items:
-            film, level, who, age_sex, found, waiting, read_by, action = st.columns(
-                _WIDTHS, vertical_alignment="center"
+            film, level, who, age_sex, found, waiting, read_by, *action = st.columns(
+                _WIDTHS[:shown], vertical_alignment="center"
             )
             if item.thumbnail_path.is_file():
                 film.image(str(item.thumbnail_path), width=64)
@@ -46,7 +47,7 @@ def film_rows(items: Sequence[QueueItem], key: str) -> None:
                 read_by.markdown(f"{fmt.md(reading.reader_name)}:gray[{signed}]")
             else:
                 read_by.markdown(":gray[not yet read]" if item.status == "new" else ":gray[read]")
-            if action.button(
+            if action and action[0].button(
                 "Open", key=f"{key}.open.{item.study_id}", icon=":material/visibility:", width="stretch"
             ):
                 session.open_study(item.study_id, item.patient_id)
