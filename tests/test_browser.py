@@ -31,6 +31,7 @@ from tests.support.browser import (
     running_streamlit,
     throwaway_env,
 )
+from tests.support.xray_samples import png_variant
 
 pytestmark = pytest.mark.browser
 
@@ -48,7 +49,8 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A migrated, seeded SQLite database and ``streamlit run app.py`` serving it."""
+    """A migrated, seeded SQLite database (a doctor, a patient with a film waiting to be read) and
+    ``streamlit run app.py`` serving it."""
     var_dir = tmp_path_factory.mktemp("browser-var")
     database_url = f"sqlite:///{var_dir / 'cxr.db'}"
     env = throwaway_env(var_dir)
@@ -59,6 +61,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         doctor = create_user(USERNAME, PASSWORD, role="doctor", full_name="Dr Browser")
         create_patient(PATIENT_ID, Demographics("Grace", "Hopper", "female", date(1956, 12, 9)), doctor)
         add_allergy(PATIENT_ID, AllergyInput("Latex", "other", "mild", "contact dermatitis"), doctor)
+        from core.xray import diagnosis  # late: the imaging stack is needed here only
+
+        diagnosis.diagnose_upload(PATIENT_ID, png_variant(7), "waiting.png", doctor)  # a film waiting
 
     with running_streamlit(env, var_dir / "streamlit.log") as url:
         yield Server(url, database_url)
@@ -80,7 +85,7 @@ def test_log_in_find_patient_by_id_and_add_an_allergy(server: Server, page, tmp_
     from playwright.sync_api import expect
 
     log_in(page, server.url, USERNAME, PASSWORD)
-    expect(page.get_by_role("heading", name="Patients")).to_be_visible(timeout=STEP_MS)
+    expect(page.get_by_role("heading", name="Patients", exact=True)).to_be_visible(timeout=STEP_MS)
     expect(page.get_by_text("Dr Browser")).to_be_visible()
 
     page.get_by_label("Patient ID or name").fill(PATIENT_ID.lower())
@@ -121,3 +126,24 @@ def test_a_deep_link_shows_the_login_form_then_the_page(server: Server, page) ->
     # A bookmarked record page: the login form first, then the page that was asked for.
     log_in(page, server.url, USERNAME, PASSWORD, "patient")
     expect(page.get_by_text("No patient selected.")).to_be_visible(timeout=STEP_MS)
+
+
+def test_the_landing_page_focuses_the_search_and_lists_the_waiting_films(server: Server, page) -> None:  # type: ignore[no-untyped-def]
+    """Issue 12: after login the search box has the focus (type an ID at once) and the films waiting to be
+    read are listed under it, the patient's name a link to the film."""
+    from playwright.sync_api import expect
+
+    log_in(page, server.url, USERNAME, PASSWORD)
+    expect(page.get_by_role("heading", name="Patients", exact=True)).to_be_visible(timeout=STEP_MS)
+    expect(page.get_by_label("Patient ID or name")).to_be_focused(timeout=STEP_MS)
+    films = page.locator(".st-key-home-films")
+    expect(page.get_by_text("1 film waiting")).to_be_visible(timeout=STEP_MS)
+    film = films.get_by_role("link", name=f"{PATIENT_ID} · HOPPER, Grace")
+    expect(film).to_be_visible(timeout=STEP_MS)
+    expect(page.get_by_label("Patient ID or name")).to_be_focused()  # the list did not take the focus
+    keep = os.environ.get("CXR_BROWSER_SCREENSHOTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(keep) / "cxr_landing_page.png"))
+    film.click()
+    expect(page.get_by_text("Overall:", exact=True)).to_be_visible(timeout=STEP_MS)  # the film's result
