@@ -16,20 +16,18 @@ another host is using at that moment: the file locks of :mod:`core.imaging.stora
 the database server, :mod:`db.locks`). A crash between the two leaves, at worst, unreferenced
 content-addressed files, never a row pointing at a missing file; ``python -m core storage gc`` removes them.
 
-The worklist lives in :mod:`core.xray.queues` and the renderings in :mod:`core.xray.render`; the names
+The worklist lives in :mod:`core.xray.queues`, the renderings in :mod:`core.xray.render`, the views it returns
+in :mod:`core.xray.views` and the patient check of a DICOM header in :mod:`core.xray.identity`; the names
 callers used from here before the split (``worklist``, ``heatmap_image``, ``HeatMap``, ``PREVIEW_MAX_SIDE``,
-``THUMBNAIL_SIDE``) are re-exported.
+``THUMBNAIL_SIDE``, ``DiagnosisView``, ``StudySummary``, ``ProbabilityPoint``, ``PatientMismatch``) are
+re-exported.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from datetime import date, datetime
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, replace
 
 import numpy as np
 from sqlalchemy.exc import IntegrityError
@@ -41,10 +39,9 @@ from core.auth import AuthenticatedUser
 from core.config import get_settings
 from core.errors import NotFound, ValidationError
 from core.imaging import dicom, storage
-from core.ml import film_check, inference, registry, triage
-from core.ml.boxes import Box, class_findings
+from core.ml import film_check, inference, triage
+from core.ml.boxes import Box
 from core.ml.classifier import Classifier
-from core.ml.detector import drawn_classes
 from core.review.readings import current_readings
 from core.validation import normalize_patient_id
 from core.xray import render
@@ -52,6 +49,7 @@ from core.xray.identity import PatientMismatch, contradictions
 from core.xray.queues import worklist
 from core.xray.render import PREVIEW_MAX_SIDE, THUMBNAIL_SIDE, HeatMap, heatmap_image
 from core.xray.stored import FindingRead, boxes_of, findings_of, patient_name
+from core.xray.views import DiagnosisView, ProbabilityPoint, StudySummary, existing_view, view_of
 from db import models
 from db import repository as repo
 from db.locks import host_locks
@@ -86,175 +84,6 @@ __all__ = [
 ]
 
 
-# ---------------------------------------------------------------- DTOs
-
-
-@dataclass(frozen=True)
-class DiagnosisView:
-    """A study and its (newest) diagnosis, as the result page shows it."""
-
-    study_id: int
-    diagnosis_id: int
-    patient_id: str
-    patient_name: str
-    status: str  # one of STUDY_STATUSES
-    study_version: int
-    uploaded_at: datetime
-    uploaded_by: str
-    original_filename: str
-    source_format: str
-    width: int
-    height: int
-    sha256: str
-    dicom: dict[str, Any] | None
-    findings: tuple[FindingRead, ...]  # model card order
-    boxes: tuple[Box, ...]  # the detector's, scored, most confident first
-    triage_level: str
-    uncertain: bool
-    uncertain_reason: str
-    triage_explanation: str
-    models: dict[str, str]  # kind -> version
-    scope_score: float
-    scope_limit: float
-    timing_ms: dict[str, float]
-    image_path: Path  # the display image with the boxes drawn (the plain preview if none were)
-    preview_path: Path
-    thumbnail_path: Path
-    heatmap_path: Path | None
-    duplicate: bool = False  # this upload was an image already in the record: nothing new was saved
-    notes: tuple[str, ...] = ()  # how the file was read (e.g. first frame only), shown once at upload
-    abnormality: float | None = None  # triage-v3 scores (None on diagnoses saved before they existed)
-    urgency: float | None = None
-    likely: tuple[str, ...] = ()  # findings over their rule-in cut, most probable first
-    possible: tuple[str, ...] = ()  # over the sensitive threshold only
-    orientation: str = film_check.UPRIGHT  # what the film check did before the read (rotation, inversion)
-    #: findings whose heat maps point at the finding (the card's pointing game)
-    localised: tuple[str, ...] = ()
-    box_findings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # box class -> its findings
-    visit_id: int | None = None  # the visit the film belongs to, if linked
-    acquired_on: date | None = None  # when the film was taken (DICOM StudyDate), apart from the upload
-    projection: str | None = None  # DICOM ViewPosition (PA, AP, ...)
-    withdrawn: str | None = None  # why the film was withdrawn from the record (None: it was not)
-
-    def box_probability(self, box: Box) -> float | None:
-        """The classifier's probability for what ``box`` marks (the highest of its class's findings)."""
-        probs = [f.probability for f in self.findings if f.name in self.box_findings.get(box.label, ())]
-        return max(probs) if probs else None
-
-    @property
-    def disagreements(self) -> tuple[str, ...]:
-        """Where the detector and the classifier disagree, one plain sentence each."""
-        by_name = {f.name: f for f in self.findings}
-        lines = []
-        for box in self.boxes:
-            members = [by_name[n] for n in self.box_findings.get(box.label, ()) if n in by_name]
-            if members and not any(f.flagged for f in members):
-                best = max(members, key=lambda f: f.probability)
-                lines.append(
-                    f"The detector marked {box.label}, but the classifier puts {best.label} at only "
-                    f"{best.probability:.0%}, under its cut."
-                )
-        boxed = {n for b in self.boxes for n in self.box_findings.get(b.label, ())}
-        drawable = {n for names in self.box_findings.values() for n in names}
-        for name in self.likely:
-            if name in drawable and name not in boxed and self.detector_ran:
-                lines.append(
-                    f"The classifier finds {by_name[name].label} likely ({by_name[name].probability:.0%}), "
-                    "but the detector marked no region for it."
-                )
-        return tuple(dict.fromkeys(lines))
-
-    @property
-    def orientation_note(self) -> str:
-        """In words, how the film was turned back before it was read ("" when it was not)."""
-        return film_check.NOTES.get(self.orientation, "")
-
-    @property
-    def top3(self) -> tuple[FindingRead, ...]:
-        return tuple(sorted(self.findings, key=lambda f: -f.probability)[:3])
-
-    @property
-    def flagged(self) -> tuple[FindingRead, ...]:
-        """Findings at or over their thresholds, most probable first."""
-        return tuple(f for f in sorted(self.findings, key=lambda f: -f.probability) if f.flagged)
-
-    @property
-    def detector_ran(self) -> bool:
-        return "detector" in self.models
-
-    @property
-    def dicom_patient_id(self) -> str | None:
-        return (self.dicom or {}).get("patient_id")
-
-    def as_dict(self) -> dict[str, Any]:
-        """The result as JSON-ready values (the shape of ``python -m core diagnose --json``, plus the study)."""
-        return {
-            "patient_id": self.patient_id,
-            "study_id": self.study_id,
-            "diagnosis_id": self.diagnosis_id,
-            "duplicate": self.duplicate,
-            "status": self.status,
-            "findings": {f.name: round(f.probability, 4) for f in self.findings},
-            "flagged": [f.name for f in self.flagged],
-            "top3": [{"finding": f.name, "probability": round(f.probability, 4)} for f in self.top3],
-            "scope_score": round(self.scope_score, 3),
-            "detections": [b.to_json() for b in self.boxes],
-            "triage": {
-                "level": self.triage_level,
-                "uncertain": self.uncertain,
-                "reason": self.uncertain_reason,
-                "abnormality": None if self.abnormality is None else round(self.abnormality, 4),
-                "urgency": None if self.urgency is None else round(self.urgency, 4),
-                "likely": list(self.likely),
-                "possible": list(self.possible),
-            },
-            "orientation": self.orientation,
-            "models": dict(self.models),
-            "timing_ms": {k: round(v, 1) for k, v in self.timing_ms.items()},
-        }
-
-    @property
-    def patient_id_differs(self) -> bool:
-        """The DICOM header names another patient (saved on the uploader's confirmation)."""
-        pid = self.dicom_patient_id
-        return bool(pid) and normalize_patient_id(str(pid)) != self.patient_id
-
-
-@dataclass(frozen=True)
-class StudySummary:
-    """One row of a patient's imaging history."""
-
-    study_id: int
-    uploaded_at: datetime
-    status: str
-    original_filename: str
-    source_format: str
-    thumbnail_path: Path
-    preview_path: Path
-    triage_level: str
-    uncertain: bool
-    top3: tuple[tuple[str, float], ...]
-    flagged: tuple[str, ...]
-    classifier_version: str
-    acquired_on: date | None = None  # when the film was taken (DICOM StudyDate)
-    projection: str | None = None
-    withdrawn: bool = False
-    #: the doctor's current reading in one line ("Signed by Dr X", "Reviewed by ..."; core.review.readings),
-    #: "" while only the model has read the film (issue 12)
-    reading: str = ""
-
-
-@dataclass(frozen=True)
-class ProbabilityPoint:
-    """One finding's probability on one study (for the chart over time)."""
-
-    study_id: int
-    uploaded_at: datetime
-    finding: str
-    probability: float
-    threshold: float
-
-
 # ---------------------------------------------------------------- helpers
 
 
@@ -264,82 +93,6 @@ def _load_patient(session: Session, patient_id: str) -> models.Patient:
     if patient is None:
         raise NotFound(f"No patient with ID {key or patient_id!r}.")
     return patient
-
-
-def _view(
-    session: Session,
-    study: models.Study,
-    diagnosis: models.Diagnosis,
-    patient: models.Patient,
-    store: storage.FileStore,
-) -> DiagnosisView:
-    uploader = repo.get_user(session, study.uploaded_by)
-    models_used = {"classifier": diagnosis.classifier_version}
-    if diagnosis.detector_version:
-        models_used["detector"] = diagnosis.detector_version
-    preview = store.absolute(study.preview_path)
-    rule = diagnosis.triage_rule or {}
-    findings = findings_of(diagnosis)
-    detector_card = (
-        registry.read_card("detector", diagnosis.detector_version) if diagnosis.detector_version else {}
-    )
-    box_findings = class_findings(detector_card)
-    # the card decides which classes draw boxes, also for diagnoses saved before it decided
-    drawn = set(drawn_classes(detector_card)) if detector_card else {b.label for b in boxes_of(diagnosis)}
-    # diagnoses made before the tiers: every finding over its threshold is a possible one
-    possible = rule.get(
-        "possible", [f.name for f in sorted(findings, key=lambda f: -f.probability) if f.flagged]
-    )
-    return DiagnosisView(
-        study_id=study.id,
-        diagnosis_id=diagnosis.id,
-        patient_id=patient.patient_id,
-        patient_name=patient_name(patient),
-        status=study.status,
-        study_version=study.version,
-        uploaded_at=study.uploaded_at,
-        uploaded_by=uploader.username if uploader else "?",
-        original_filename=study.original_filename,
-        source_format=study.source_format,
-        width=study.width,
-        height=study.height,
-        sha256=study.sha256,
-        dicom=study.dicom,
-        findings=findings,
-        boxes=tuple(b for b in boxes_of(diagnosis) if b.label in drawn),
-        triage_level=diagnosis.triage_level,
-        uncertain=diagnosis.uncertain,
-        uncertain_reason=diagnosis.uncertain_reason,
-        triage_explanation=str((diagnosis.triage_rule or {}).get("explanation", "")),
-        models=models_used,
-        scope_score=diagnosis.scope_score,
-        scope_limit=diagnosis.scope_limit,
-        timing_ms={k: float(v) for k, v in diagnosis.timings.items()},
-        image_path=store.absolute(diagnosis.overlay_path) if diagnosis.overlay_path else preview,
-        preview_path=preview,
-        thumbnail_path=store.absolute(study.thumbnail_path),
-        heatmap_path=store.absolute(diagnosis.heatmap_path) if diagnosis.heatmap_path else None,
-        abnormality=diagnosis.abnormality,
-        urgency=diagnosis.urgency,
-        likely=tuple(rule.get("likely", ())),
-        possible=tuple(possible),
-        orientation=diagnosis.orientation or film_check.UPRIGHT,
-        localised=render.localised_findings(diagnosis.classifier_version),
-        box_findings=box_findings,
-        visit_id=study.visit_pk,
-        acquired_on=study.acquired_on,
-        projection=study.projection,
-        withdrawn=study.withdrawn_reason if study.withdrawn_at is not None else None,
-    )
-
-
-def _existing_view(
-    session: Session, study: models.Study, patient: models.Patient, store: storage.FileStore
-) -> DiagnosisView:
-    diagnosis = repo.latest_diagnosis(session, study.id)
-    if diagnosis is None:  # cannot happen through diagnose_upload, which saves both together
-        raise NotFound(f"Study {study.id} has no diagnosis.")
-    return _view(session, study, diagnosis, patient, store)
 
 
 def _projection(header: dicom.DicomInfo | None) -> str | None:
@@ -474,7 +227,7 @@ def _check(
         if existing is not None:
             reupload = "the same image was uploaded again"
             write_audit(session, actor, "view", "study", existing.id, patient_id=key, detail=reupload)
-            duplicate = replace(_existing_view(session, existing, patient, store), duplicate=True)
+            duplicate = replace(existing_view(session, existing, patient, store), duplicate=True)
             return _Upload(data, filename, digest, key, visit_id, "", duplicate)
 
     header = dicom.header_patient(data)
@@ -603,7 +356,7 @@ def _save(
                     },
                     detail=upload.detail,
                 )
-                return _view(session, study, diagnosis, patient, store)
+                return view_of(session, study, diagnosis, patient, store)
         except IntegrityError:
             # Saved meanwhile by a concurrent upload of the same image for this patient: show that one.
             files.discard()
@@ -612,7 +365,7 @@ def _save(
                 again = repo.find_study(session, patient.id, digest)
                 if again is None:
                     raise
-                return replace(_existing_view(session, again, patient, store), duplicate=True)
+                return replace(existing_view(session, again, patient, store), duplicate=True)
 
 
 def get_diagnosis(study_id: int, actor: AuthenticatedUser, *, audit: bool = True) -> DiagnosisView:
@@ -624,7 +377,7 @@ def get_diagnosis(study_id: int, actor: AuthenticatedUser, *, audit: bool = True
         if study is None:
             raise NotFound(f"No X-ray study with ID {study_id}.")
         patient = repo.get_patient_by_pk(session, study.patient_pk)
-        view = _existing_view(session, study, patient, store)
+        view = existing_view(session, study, patient, store)
         if audit:
             write_audit(session, actor, "view", "study", study.id, patient_id=patient.patient_id)
         return view
