@@ -62,7 +62,7 @@ with reading_col:
             "Reason for the amendment",
             max_chars=1000,
             key=f"{views.prefix(state)}reason",
-            on_change=views.keep_draft,
+            on_change=views.reason_changed,
             args=(state,),
         )
         if st.button("Amend and sign", type="primary", icon=":material/verified:", width="stretch"):

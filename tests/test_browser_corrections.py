@@ -284,3 +284,62 @@ def test_a_drawn_box_is_not_lost_then_sign_and_amend(server: Server) -> None:
     assert drawn["x1"] == pytest.approx(600, abs=6) and drawn["y1"] == pytest.approx(600, abs=6)
     assert amended.amends_id == signed.id and amended.amend_reason == "Second look: the apex is clear"
     assert amended.signed_at is not None and version >= 0
+
+
+def test_a_review_left_through_the_menu_is_restored_then_saved(server: Server) -> None:
+    """Issue 12: set a finding and type a note, leave at once through the sidebar, come back: the form is as
+    it was, with a note saying it is restored and not saved yet; saving stores what was typed."""
+    from playwright.sync_api import expect
+
+    patient_id, note = "ED-6363", "Left apex looks clear to me; compare with the old film."
+    with Environment(server.env):
+        from core.auth import authenticate
+        from core.xray import diagnosis
+
+        doctor = authenticate(USERNAME, PASSWORD)
+        create_patient(patient_id, Demographics("Marie", "Curie", "female", date(1934, 7, 4)), doctor)
+        view = diagnosis.diagnose_upload(patient_id, png_variant(13), "film-13.png", doctor)
+        finding = next(f.name for f in view.findings if not f.flagged)
+    with Environment(server.env), session_scope() as s:
+        study = s.get(models.Study, view.study_id)
+        assert study is not None
+        study_id, version = study.id, study.version
+    with chromium_page(1440, 900) as page:
+        # Logged in first, then the film's link (the cookie keeps the session): a server's very first
+        # request for a page other than the default one can meet Streamlit's "Page not found".
+        log_in(page, server.url, USERNAME, PASSWORD)
+        page.goto(f"{server.url}/review-study?patient={patient_id}&study={study_id}")
+        expect(page.get_by_role("heading", name="Review / correct")).to_be_visible(timeout=STEP_MS)
+        group = page.locator(
+            f".st-key-cx-{study_id}-v{version}-label-{re.sub(r'[^a-zA-Z0-9_-]', '-', finding)}"
+        )
+        group.get_by_text("Present", exact=True).click()
+        expect(page.get_by_text("differs from model", exact=True)).to_be_visible(timeout=STEP_MS)
+        page.get_by_label("Note").fill(note)
+        # Straight to another page through the menu, without leaving the note box first. That click commits
+        # the note (a rerun of this page) and Streamlit may drop the page change: a doctor clicks again.
+        menu = page.get_by_test_id("stSidebarNav").get_by_role("link", name="Emergency worklist")
+        menu.click()
+        worklist = page.get_by_role("heading", name="Emergency worklist")
+        try:
+            expect(worklist).to_be_visible(timeout=8000)
+        except AssertionError:
+            menu.click()
+        expect(worklist).to_be_visible(timeout=STEP_MS)
+
+        page.get_by_test_id("stSidebarNav").get_by_role("link", name="Review / correct").click()
+        expect(page.get_by_text("Restored your unsaved review of this film (not saved yet)")).to_be_visible(
+            timeout=STEP_MS
+        )
+        expect(page.get_by_role("button", name="Discard draft")).to_be_visible()
+        expect(group.get_by_role("radio", name="Present")).to_be_checked()
+        expect(page.get_by_label("Note")).to_have_value(note)
+        _snapshot(page, "review_restored.png")
+        page.get_by_role("button", name="Save as reviewed").click()
+        expect(page.get_by_text("the study is marked corrected")).to_be_visible(timeout=STEP_MS)
+        expect(page.get_by_text("Restored your unsaved review")).to_have_count(0)
+
+    with Environment(server.env), session_scope() as s:
+        [row] = s.scalars(select(models.Correction).where(models.Correction.study_id == study_id))
+        assert row.labels[finding] == "present" and row.note == note
+        assert (row.label_sources or {})[finding] == "doctor"

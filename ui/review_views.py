@@ -99,12 +99,24 @@ def _accept_all(state: EditorState) -> None:
         if st.session_state.get(key, _initial(state, f.name)) == NOT_SET:
             st.session_state[key] = state.model_labels[f.name]
             accepted.add(f.name)
-    keep_draft(state)
+    choices = {f.name: st.session_state.get(f"{prefix(state)}label.{f.name}") for f in state.findings}
+    _keep(state, choices={n: str(c) for n, c in choices.items() if c is not None}, accepted=accepted)
 
 
 def _set_by_doctor(state: EditorState, name: str) -> None:
-    st.session_state.setdefault(f"{prefix(state)}accepted", set()).discard(name)
-    keep_draft(state)
+    accepted = st.session_state.setdefault(f"{prefix(state)}accepted", set())
+    accepted.discard(name)
+    choice = st.session_state.get(f"{prefix(state)}label.{name}")
+    _keep(state, choices={name: str(choice)} if choice is not None else {}, accepted=accepted)
+
+
+def _note_changed(state: EditorState) -> None:
+    _keep(state, note=str(st.session_state.get(f"{prefix(state)}note", "")))
+
+
+def reason_changed(state: EditorState) -> None:
+    """The amendment reason's callback: into the draft."""
+    _keep(state, reason=str(st.session_state.get(f"{prefix(state)}reason", "")))
 
 
 def finding_labels(state: EditorState) -> tuple[dict[str, str], dict[str, str]]:
@@ -165,7 +177,7 @@ def note(state: EditorState) -> str:
     """The reading's free-text note (kept in the draft as it is typed)."""
     key = f"{prefix(state)}note"
     st.session_state.setdefault(key, state.note)
-    return st.text_area("Note", max_chars=2000, key=key, on_change=keep_draft, args=(state,))
+    return st.text_area("Note", max_chars=2000, key=key, on_change=_note_changed, args=(state,))
 
 
 def box_editor(state: EditorState) -> tuple[CorrectedBox, ...]:
@@ -386,7 +398,7 @@ def _editor_key(state: EditorState) -> str:
 
 
 def _entered(state: EditorState, draft: Draft | None) -> Draft:
-    """The form's values as the widgets hold them now (those not drawn: as loaded, or as in ``draft``)."""
+    """The form as the widgets hold it at the end of a run of the page (every widget drawn)."""
     p = prefix(state)
     return Draft(
         version=state.study_version,
@@ -403,6 +415,12 @@ def _entered(state: EditorState, draft: Draft | None) -> Draft:
     )
 
 
+def _loaded(state: EditorState) -> Draft:
+    """A draft holding exactly the loaded reading (what a first change starts from)."""
+    choices = {f.name: _initial(state, f.name) for f in state.findings}
+    return Draft(state.study_version, choices, frozenset(), state.note, "")
+
+
 def _differs(state: EditorState, draft: Draft) -> bool:
     return (
         any(choice != _initial(state, name) for name, choice in draft.choices.items())
@@ -413,25 +431,61 @@ def _differs(state: EditorState, draft: Draft) -> bool:
     )
 
 
-def keep_draft(state: EditorState, boxes: tuple[CorrectedBox, ...] | None = None) -> None:
-    """Copy the form into the study's draft (a widget callback, also in the run that opens another page; and
-    the end of every run of the page, with the boxes); no draft while nothing differs from the loaded one."""
-    drafts = _drafts()
-    current = drafts.get(state.study_id)
-    if current is not None and current.version != state.study_version:
-        current = None
-    draft = _entered(state, current)
-    if boxes is not None:
-        draft = replace(draft, boxes=boxes)
+def _current(state: EditorState) -> Draft | None:
+    """The study's draft of this very reading, or None; None too for a state no longer on show (a late
+    callback of a form saved since, or of another film)."""
+    shown = st.session_state.get(STATE)
+    if shown is None or (shown.study_id, shown.study_version) != (state.study_id, state.study_version):
+        return None
+    draft = _drafts().get(state.study_id)
+    return draft if draft is not None and draft.version == state.study_version else None
+
+
+def _store(state: EditorState, draft: Draft) -> None:
     if _differs(state, draft):
-        drafts[state.study_id] = draft
+        _drafts()[state.study_id] = draft
     else:
-        drafts.pop(state.study_id, None)
+        _drafts().pop(state.study_id, None)
+
+
+def _keep(
+    state: EditorState,
+    *,
+    choices: dict[str, str] | None = None,
+    accepted: set[str] | None = None,
+    note: str | None = None,
+    reason: str | None = None,
+) -> None:
+    """A widget callback: copy the one value that changed into the draft. Callbacks also run in the run that
+    opens another page (the last keystrokes arrive with it), when the other widgets' values may already be
+    gone, so only what the browser just sent is taken."""
+    shown = st.session_state.get(STATE)
+    if shown is None or (shown.study_id, shown.study_version) != (state.study_id, state.study_version):
+        return  # a late callback of a form no longer on show (saved since, or another film open)
+    draft = _current(state) or _loaded(state)
+    _store(
+        state,
+        replace(
+            draft,
+            choices={**draft.choices, **(choices or {})},
+            accepted=frozenset(accepted) if accepted is not None else draft.accepted,
+            note=draft.note if note is None else note,
+            reason=draft.reason if reason is None else reason,
+        ),
+    )
+
+
+def keep_draft(state: EditorState, boxes: tuple[CorrectedBox, ...]) -> None:
+    """At the end of a run of the page (every widget drawn): the whole form, boxes included, into the
+    study's draft; no draft while nothing differs from the loaded reading."""
+    if st.session_state.get(STATE) is state:
+        _store(state, replace(_entered(state, _current(state)), boxes=boxes))
 
 
 def restore_draft(state: EditorState) -> None:
-    """Before the form is drawn: coming back to a film with a draft, put it back into the widgets, then say
-    so with a Discard button. A draft of an older reading (someone saved since) is listed instead."""
+    """Before the form is drawn: arriving on the page for a film with a draft, write it into the widgets (set
+    through the Session State API, so the browser is told too), then say so with a Discard button. A draft
+    of an older reading (someone saved since) is listed as unsaved instead."""
     draft = _drafts().get(state.study_id)
     if draft is None:
         return
@@ -446,7 +500,7 @@ def restore_draft(state: EditorState) -> None:
         st.session_state[UNSAVED] = (labels, draft.boxes or state.boxes, draft.note, draft.version)
         _drafts().pop(state.study_id, None)
         return
-    if f"{p}note" not in st.session_state:  # the widgets were not drawn since: put the draft back
+    if session.arrived():  # coming from another page: the widgets were not drawn since, put the draft back
         for name, choice in draft.choices.items():
             st.session_state[f"{p}label.{name}"] = choice
         st.session_state[f"{p}accepted"] = set(draft.accepted)

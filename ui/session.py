@@ -254,6 +254,16 @@ def open_review(study_id: int, patient_id: str) -> NoReturn:
 
 
 LINK_PAGES = (RECORD_PAGE, XRAY_PAGE, HISTORY_PAGE, REVIEW_PAGE)  # pages that show the linked patient / film
+PAGE_SHOWN = "page_shown"  # the route of the latest full run
+ARRIVED = "page_arrived"  # whether that run opened its page (from another page, a link, F5), not a rerun
+
+
+def arrived() -> bool:
+    """Whether this run opened its page rather than rerunning it after a click on it: Streamlit forgets the
+    state of widgets a run does not draw, so a page that keeps typed work puts it back on arrival."""
+    return bool(st.session_state.get(ARRIVED, True))
+
+
 _PATIENT_PARAM_LIMIT = 32
 
 
@@ -264,7 +274,10 @@ def follow_link(page_path: str) -> None:
     Called by app.py after the login gate: a signed-out browser never gets here, and the parameters survive
     the login (the cookie route returns to the same URL). A link to the bare site with a film opens the
     X-ray page; with a patient only, the record. The pages check the IDs themselves (unknown: a sentence).
+    It also notes whether this run :func:`arrived` on its page.
     """
+    st.session_state[ARRIVED] = st.session_state.get(PAGE_SHOWN) != page_path
+    st.session_state[PAGE_SHOWN] = page_path
     patient = (st.query_params.get("patient") or "").strip()[:_PATIENT_PARAM_LIMIT]
     study_text = (st.query_params.get("study") or "").strip()
     study = int(study_text) if study_text.isdigit() and len(study_text) < 12 else None
