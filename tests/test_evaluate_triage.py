@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -79,3 +80,124 @@ def test_the_worklist_simulation_reads_every_film_and_triage_serves_urgent_first
         times[ordering] = rtat[rank[drawn] == 0].mean()
     assert times["triage"] < times["FIFO"] / 2
     assert times["triage"] <= times["triage + limit"] <= times["FIFO"] * 1.05
+
+
+# ------------------------------------------------------------------ rule v4: fitting the abnormality score
+
+NAMES = ("Atelectasis", "Effusion", "Mass")
+
+
+def _reads(n: int, seed: int, sources: tuple[str, ...] = ("A", "B")) -> et.Reads:
+    """Made-up reads: Atelectasis tracks abnormal films strongly, Effusion weakly, Mass runs the wrong way."""
+    rng = np.random.default_rng(seed)
+    abnormal = rng.random(n) < 0.5
+    labels = np.zeros((n, len(NAMES)), dtype=np.int8)
+    labels[abnormal, 0] = 1
+    labels[abnormal & (rng.random(n) < 0.4), 1] = 1  # some with an (urgent) effusion
+    z = np.stack(
+        [
+            2.0 * abnormal + rng.normal(0, 1, n),
+            0.5 * abnormal + rng.normal(0, 1, n),
+            -0.7 * abnormal + rng.normal(0, 1, n),
+        ],
+        axis=1,
+    )
+    probs = 1 / (1 + np.exp(-(z - 1.5)))
+    return et.Reads(
+        probs,
+        np.zeros((n, 2), dtype=np.float32),
+        labels,
+        np.arange(n).astype(str),
+        np.array([sources[i % len(sources)] for i in range(n)]),
+        np.zeros(n, dtype=bool),
+    )
+
+
+def test_the_constrained_fit_is_the_ordinary_logistic_regression_when_no_weight_is_held_at_zero() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from core.training import fit_abnormality as fa
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 1, (400, 2))
+    y = (x @ np.array([1.5, 0.7]) + rng.logistic(0, 1, 400) > 0).astype(int)
+    b, w = fa.fit_head(x, y, penalty=1.0)
+    ref = LogisticRegression(C=1.0, max_iter=5000, tol=1e-10).fit(x, y)
+    assert w == pytest.approx(ref.coef_[0], abs=2e-3) and b == pytest.approx(ref.intercept_[0], abs=2e-3)
+
+
+def test_fitting_chooses_by_validation_and_writes_weights_the_runtime_reads(tmp_path: Path) -> None:
+    import json
+
+    from core.ml import triage
+    from core.training import fit_abnormality as fa
+
+    train, val = _reads(600, 0), _reads(300, 1)
+    found = fa.candidates(train, val, NAMES)
+    assert len(found) == len(fa.PENALTIES) * len(fa.WEIGHTINGS)
+    chosen = fa.choose(found)
+    assert chosen.val_auc == max(c.val_auc for c in found)  # validation decides, not train
+    weights = chosen.weights.logit_weights
+    assert weights["Atelectasis"] > weights["Effusion"] > 0
+    assert weights["Mass"] == 0.0  # anti-correlated: held at zero, so the score never falls as p rises
+
+    # the card the runtime reads: weights in, the cut chosen for the old score out
+    card = {
+        "version": "toy",
+        "findings": [{"name": n, "threshold": 0.3, "urgent": n == "Effusion"} for n in NAMES],
+        "triage": {"rule": "triage-v3", "routine_cut": 0.468, "routine_cut_rule": "old"},
+    }
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    (tmp_path / "MODEL_CARD.md").write_text("# Model card\n")
+    films = {"train": 600, "val": 300}
+    fa.write_card(tmp_path, fa.card_section(chosen, found, films), "the table")
+    written = json.loads((tmp_path / "card.json").read_text())
+    policy = triage.policy_from_card(written)
+    assert policy.abnormality == chosen.weights and policy.routine_cut is None
+    assert written["triage"]["rule"] == policy.version == triage.RULE_V2
+    assert "triage-abnormality:begin" in (tmp_path / "MODEL_CARD.md").read_text()
+
+    # the runtime's score is the fitted logistic regression: it ranks validation as the fit measured
+    scores, _ = et.film_scores(
+        SimpleNamespace(card=written, finding_names=NAMES),  # type: ignore[arg-type]
+        val,
+        policy,
+    )
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(val.labels.any(axis=1), scores) == pytest.approx(chosen.val_auc)
+
+
+def test_the_evaluation_compares_the_fitted_rule_with_the_rules_before_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import functools
+
+    monkeypatch.setattr(et, "_bootstrap", functools.partial(et._bootstrap, reps=50))  # fast: CIs not checked
+    from core.ml import triage
+    from core.training import fit_abnormality as fa
+
+    train, val = _reads(600, 0), _reads(300, 1)
+    chosen = fa.choose(fa.candidates(train, val, NAMES))
+    card = {
+        "findings": [{"name": n, "threshold": 0.3, "urgent": n == "Effusion"} for n in NAMES],
+        "triage": {"abnormality": chosen.weights.as_dict()},
+    }
+    classifier = SimpleNamespace(card=card, finding_names=NAMES)
+    compared = et.rules_compared(classifier, val)  # type: ignore[arg-type]
+    assert list(compared) == [triage.RULE_VERSION, triage.RULE_V3, triage.RULE_V2]
+    v4, v3 = compared[triage.RULE_VERSION][0], compared[triage.RULE_V3][0]
+    assert v4.abnormality == chosen.weights and v3.abnormality is None
+    assert compared[triage.RULE_V2][0].routine_cut is None
+    # each cut is chosen on validation for its own score
+    grp = et.groups(classifier, val)  # type: ignore[arg-type]
+    for policy in (v4, v3):
+        score, _ = et.film_scores(classifier, val, policy)  # type: ignore[arg-type]
+        assert policy.routine_cut == et.choose_routine_cut(score, grp, val.sources)[0]
+
+    # a paired difference of a rule with itself is zero, with a zero-width interval
+    level = et.levels(classifier, val, v4)  # type: ignore[arg-type]
+    score, _ = et.film_scores(classifier, val, v4)  # type: ignore[arg-type]
+    diffs = et.paired_differences((level, score), (level, score), grp, val)
+    assert [d["overall"]["value"] for d in diffs] == [0.0] * 4
+    assert all(d["overall"]["ci95"] == [0.0, 0.0] for d in diffs)

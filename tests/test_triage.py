@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.ml import triage
+from core.ml.probability import logit, sigmoid
 from core.ml.triage import PRIORITY, ROUTINE, URGENT, FindingRule, TriagePolicy, assess
 from db.models import TRIAGE_LEVELS
 
@@ -113,7 +114,8 @@ def test_card_overrides_policy_and_per_finding_cut() -> None:
     t = assess(rules, probs, 1.0, 2.0, policy)
     # Pneumothorax cut = sigmoid(logit(0.1) + 0.5) = 0.155; the effusion is under its card cut
     assert t.level == URGENT and t.drivers == ("Pneumothorax",)
-    assert t.rule["version"] == triage.RULE_VERSION and t.rule["uncertain_band"] == 0.1
+    # no routine cut on this card: rule v2's routine ran, and the stored rule says so
+    assert t.rule["version"] == triage.RULE_V2 and t.rule["uncertain_band"] == 0.1
 
 
 def test_a_card_without_a_triage_section_uses_the_defaults() -> None:
@@ -172,7 +174,7 @@ def test_likely_findings_are_over_their_rule_in_cut_possible_ones_only_over_the_
     assert set(t.as_dict()) >= {"level", "uncertain", "reason", "abnormality", "urgency"}
 
 
-def test_the_published_card_has_a_routine_cut_chosen_on_validation() -> None:
+def test_the_published_card_has_fitted_weights_and_a_routine_cut_chosen_on_validation() -> None:
     import json
 
     from core.ml.registry import active_model_dir
@@ -181,3 +183,109 @@ def test_the_published_card_has_a_routine_cut_chosen_on_validation() -> None:
     policy = triage.policy_from_card(card)
     assert policy.routine_cut is not None and 0.0 < policy.routine_cut < 1.0
     assert "validation" in card["triage"]["routine_cut_rule"]
+    assert policy.abnormality is not None and policy.version == card["triage"]["rule"] == triage.RULE_VERSION
+    assert set(policy.abnormality.logit_weights) == {f["name"] for f in card["findings"]}
+    assert all(w >= 0 for w in policy.abnormality.logit_weights.values())
+    assert "train" in card["triage"]["abnormality"]["fitted_on"]
+    assert "validation" in card["triage"]["abnormality"]["chosen_by"]
+
+
+# ------------------------------------------------------------------ rule v4: the fitted abnormality score
+
+WEIGHTS = triage.AbnormalityWeights(
+    intercept=5.0, logit_weights={"Pneumothorax": 0.5, "Effusion": 0.0, "Nodule": 1.0, "Hernia": 0.25}
+)
+V4 = TriagePolicy(routine_cut=0.5, abnormality=WEIGHTS)
+V4_CARD = {
+    "findings": [{"name": r.name, "threshold": r.threshold, "urgent": r.urgent} for r in RULES],
+    "triage": {
+        "routine_cut": 0.5,
+        "abnormality": {"intercept": 5.0, "logit_weights": dict(WEIGHTS.logit_weights), "fitted_on": "x"},
+    },
+}
+
+
+def test_with_weights_the_abnormality_score_is_the_fitted_logistic_on_the_log_odds() -> None:
+    probs = {**LOW, "Pneumothorax": 0.2, "Nodule": 0.5}
+    expected = sigmoid(5.0 + 0.5 * logit(0.2) + 0.0 * logit(0.02) + 1.0 * logit(0.5) + 0.25 * logit(0.001))
+    abnormality, urgency = triage.scores(RULES, probs, V4)
+    assert abnormality == pytest.approx(expected)
+    assert urgency == pytest.approx(1 - 0.8 * 0.98)  # the urgency score does not change
+    # without weights (or without a policy) the score stays 1 - prod(1 - p)
+    for policy in (None, TriagePolicy(routine_cut=0.5)):
+        assert triage.scores(RULES, probs, policy)[0] == pytest.approx(1 - 0.8 * 0.98 * 0.5 * 0.999)
+    # assess stores and decides on the same score
+    assert assess(RULES, probs, 1.0, 2.0, V4).abnormality == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("finding", ["Pneumothorax", "Nodule", "Hernia"])
+def test_the_fitted_score_rises_with_every_positively_weighted_finding(finding: str) -> None:
+    values = [
+        triage.scores(RULES, {**LOW, finding: p}, V4)[0] for p in (0.001, 0.01, 0.1, 0.3, 0.6, 0.9, 0.999)
+    ]
+    assert all(b > a for a, b in zip(values, values[1:], strict=False))
+
+
+def test_the_card_weights_decide_routine_and_the_rule_is_stored_as_v4() -> None:
+    policy = triage.policy_from_card(V4_CARD)
+    assert policy == V4 and policy.version == triage.RULE_VERSION == "triage-v4"
+    rules = triage.rules_from_card(V4_CARD)
+    # 1 - prod(1 - p) of this film is 0.37 (routine under v3's cut 0.5); the fitted score is 0.59
+    probs = {**LOW, "Nodule": 0.35}
+    v3 = assess(rules, probs, 1.0, 2.0, TriagePolicy(routine_cut=0.5))
+    v4 = assess(rules, probs, 1.0, 2.0, policy)
+    assert (v3.level, v4.level) == (ROUTINE, PRIORITY)
+    assert v3.rule["version"] == triage.RULE_V3 and v3.rule["abnormality"] is None
+    assert v4.rule["version"] == "triage-v4" and v4.rule["routine_cut"] == 0.5
+    assert v4.rule["abnormality"] == {"intercept": 5.0, "logit_weights": dict(WEIGHTS.logit_weights)}
+    # a very normal read is routine, with the uncertain band on the fitted score's log-odds
+    calm = assess(
+        rules, {"Pneumothorax": 0.001, "Effusion": 0.01, "Nodule": 0.05, "Hernia": 0.001}, 1.0, 2.0, policy
+    )
+    assert calm.level == ROUTINE and not calm.uncertain
+    assert "likely normal" in calm.explanation
+
+
+def test_the_uncertain_band_applies_to_the_fitted_score_on_the_log_odds_scale() -> None:
+    # find the nodule probability that puts the fitted score exactly on the routine cut, then step around it
+    base = WEIGHTS.intercept + 0.5 * logit(0.01) + 0.25 * logit(0.001)
+    on_cut = sigmoid(-base)  # logit(Nodule) = -base -> score 0.5
+    just_under = assess(RULES, {**LOW, "Nodule": sigmoid(logit(on_cut) - 0.2)}, 1.0, 2.0, V4)
+    just_over = assess(RULES, {**LOW, "Nodule": sigmoid(logit(on_cut) + 0.2)}, 1.0, 2.0, V4)
+    far_under = assess(RULES, {**LOW, "Nodule": sigmoid(logit(on_cut) - 0.5)}, 1.0, 2.0, V4)
+    assert just_under.level == ROUTINE and "just under the routine cut" in just_under.reason
+    assert just_over.level == PRIORITY and "just over the routine cut" in just_over.reason
+    assert far_under.level == ROUTINE and not far_under.uncertain
+
+
+def test_urgent_still_wins_over_a_low_fitted_score() -> None:
+    # Effusion has weight 0: a large effusion barely moves the fitted score but is still urgent
+    t = assess(RULES, {**LOW, "Effusion": 0.9}, 1.0, 2.0, V4)
+    assert t.level == URGENT and t.rule["version"] == "triage-v4"
+
+
+def test_a_card_without_weights_behaves_exactly_as_before() -> None:
+    card = {**V4_CARD, "triage": {"routine_cut": 0.5}}
+    policy = triage.policy_from_card(card)
+    assert policy == V3 and policy.abnormality is None and policy.version == triage.RULE_V3
+    for probs in ({}, {"Nodule": 0.3}, {"Nodule": 0.45}, {"Nodule": 0.7}, {"Pneumothorax": 0.6}):
+        with_card = read(policy=policy, **probs)
+        direct = read(policy=V3, **probs)
+        assert with_card == direct
+        abnormality, _ = triage.scores(RULES, {**LOW, **probs})
+        assert with_card.abnormality == pytest.approx(abnormality)
+
+
+def test_weights_naming_a_finding_the_card_does_not_have_are_refused() -> None:
+    card = {**V4_CARD, "triage": {"abnormality": {"intercept": 0.0, "logit_weights": {"Moon": 1.0}}}}
+    with pytest.raises(ValueError, match="Moon"):
+        triage.policy_from_card(card)
+
+
+def test_weights_without_a_routine_cut_keep_rule_v2s_routine() -> None:
+    # the state between fitting the weights and choosing their cut (fit_abnormality --write-card drops the
+    # old cut): nothing is routed by a cut chosen for another score
+    policy = TriagePolicy(abnormality=WEIGHTS)
+    assert policy.version == triage.RULE_V2
+    t = read(policy=policy, Nodule=0.3)
+    assert t.level == PRIORITY and t.rule["version"] == triage.RULE_V2

@@ -7,12 +7,23 @@ parameters have defaults below, and a card may override them in a ``"triage"`` s
 "urgent_min_probability": {"Effusion": 0.5}}``, or per finding with ``"urgent_min_probability"`` in the
 finding's entry.
 
-Rule ``triage-v3``. Each film first gets two scores in [0, 1] from the calibrated probabilities p_i:
+Rule ``triage-v4``. Each film first gets two scores in [0, 1] from the calibrated probabilities p_i:
 
-* **abnormality** = 1 - prod(1 - p_i) over every finding ("likely abnormal" vs "likely normal"): the chance
-  of at least one finding if the findings were independent. As a *ranking* of normal against abnormal films
-  it does far better than "any finding over its threshold" (each threshold is set for sensitivity, so almost
-  every film crosses one of fourteen);
+* **abnormality** ("likely abnormal" vs "likely normal"), one of two, by the card:
+
+  - when the card's ``"triage"`` section holds fitted weights, ``"abnormality": {"intercept": b,
+    "logit_weights": {finding: w_i, ...}}``: sigmoid(b + sum_i w_i * logit(p_i)), a logistic regression on
+    the findings' log-odds, fitted on the training split's reads and chosen on validation
+    (``core/training/fit_abnormality.py``; any standardisation is folded into b and w_i, and every w_i >= 0,
+    so a higher probability of a finding never lowers the score). It learns how much each finding's read says
+    about "abnormal at all" (for ``cxr14-lite0-224-v1`` infiltration most; mass and edema nothing beyond the
+    others, weight 0: an edema read still makes a film urgent by the urgent rule) and ranks normal against
+    abnormal films better than the product below;
+  - otherwise 1 - prod(1 - p_i) over every finding (rule v3): the chance of at least one finding if the
+    findings were independent.
+
+  Either ranks far better than "any finding over its threshold" (each threshold is set for sensitivity, so
+  almost every film crosses one of fourteen);
 * **urgency** = 1 - prod(1 - p_u) over the findings the card marks ``urgent``.
 
 Then, for a finding with probability p and card threshold t:
@@ -29,10 +40,14 @@ Then, for a finding with probability p and card threshold t:
     The model has no size output; a confident effusion read is the proxy for a large one.
 
 * **routine** when not urgent and the abnormality score is under the card's ``routine_cut`` (its
-  ``"triage"`` section), chosen on the validation split for at least 0.95 sensitivity to abnormal films,
-  overall and within every image source (``core/training/evaluate_triage.py``). A card without a
-  ``routine_cut`` (older versions) keeps rule v2's routine: no finding over its threshold;
+  ``"triage"`` section), chosen on the validation split for that score, for at least 0.95 sensitivity to
+  abnormal films, overall and within every image source (``core/training/evaluate_triage.py``). A card
+  without a ``routine_cut`` keeps rule v2's routine: no finding over its threshold;
 * **priority** the rest.
+
+The rule that ran is stored with each diagnosis (``Triage.rule["version"]``, :attr:`TriagePolicy.version`):
+``triage-v4`` with fitted weights and a routine cut, ``triage-v3`` with a routine cut on 1 - prod(1 - p),
+``triage-v2`` without a routine cut (older cards); the weights and the cut are stored beside it.
 
 What a film shows comes in two tiers: **likely** findings are over their rule-in (high-specificity) cut,
 **possible** ones over the sensitive threshold t but under the rule-in cut. The tiers never change the level.
@@ -56,7 +71,7 @@ Logits rather than raw differences: 0.05 means little at p = 0.5 and a lot at p 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.ml.probability import logit, sigmoid
@@ -64,7 +79,9 @@ from core.ml.probability import logit, sigmoid
 if TYPE_CHECKING:
     from core.ml.classifier import Classification, Classifier
 
-RULE_VERSION = "triage-v3"
+#: The newest rule; what ran on one film is :attr:`TriagePolicy.version` (older cards run older rules).
+RULE_VERSION = "triage-v4"
+RULE_V3, RULE_V2 = "triage-v3", "triage-v2"
 URGENT, PRIORITY, ROUTINE = "urgent", "priority", "routine"
 #: Most pressing first: the worklist sorts by this order.
 LEVELS: tuple[str, ...] = (URGENT, PRIORITY, ROUTINE)
@@ -85,11 +102,47 @@ def any_of(probabilities: Iterable[float]) -> float:
     return 1.0 - none
 
 
-def scores(rules: Sequence[FindingRule], probabilities: Mapping[str, float]) -> tuple[float, float]:
-    """(abnormality, urgency) of one film: see the module docstring."""
-    abnormality = any_of(probabilities[r.name] for r in rules)
+def scores(
+    rules: Sequence[FindingRule],
+    probabilities: Mapping[str, float],
+    policy: TriagePolicy | None = None,
+) -> tuple[float, float]:
+    """(abnormality, urgency) of one film: see the module docstring. The abnormality score is the policy's
+    fitted one when it has weights, 1 - prod(1 - p) over every finding otherwise."""
+    weights = policy.abnormality if policy is not None else None
+    if weights is not None:
+        abnormality = weights.score(probabilities)
+    else:
+        abnormality = any_of(probabilities[r.name] for r in rules)
     urgency = any_of(probabilities[r.name] for r in rules if r.urgent)
     return abnormality, urgency
+
+
+@dataclass(frozen=True)
+class AbnormalityWeights:
+    """A fitted abnormality score, sigmoid(intercept + sum_i w_i * logit(p_i)): the card's
+    ``triage.abnormality`` (``core/training/fit_abnormality.py`` writes it)."""
+
+    intercept: float
+    logit_weights: Mapping[str, float]
+
+    def score(self, probabilities: Mapping[str, float]) -> float:
+        total = self.intercept + sum(
+            w * logit(float(probabilities[n])) for n, w in self.logit_weights.items()
+        )
+        return sigmoid(total)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"intercept": self.intercept, "logit_weights": dict(self.logit_weights)}
+
+    @classmethod
+    def from_card(cls, section: Mapping[str, Any], findings: Iterable[str]) -> AbnormalityWeights:
+        """From the card's ``triage.abnormality``; every weighted finding must be one of ``findings``."""
+        weights = {str(n): float(w) for n, w in dict(section["logit_weights"]).items()}
+        unknown = sorted(set(weights) - set(findings))
+        if unknown:
+            raise ValueError(f"the card's triage.abnormality weights name unknown findings: {unknown}")
+        return cls(intercept=float(section["intercept"]), logit_weights=weights)
 
 
 @dataclass(frozen=True)
@@ -119,6 +172,27 @@ class TriagePolicy:
     )
     #: abnormality score under which a film that is not urgent is routine (None: rule v2's routine)
     routine_cut: float | None = None
+    #: the fitted abnormality score (None: 1 - prod(1 - p), rule v3)
+    abnormality: AbnormalityWeights | None = None
+
+    @property
+    def version(self) -> str:
+        """The rule these parameters run (module docstring), stored with each diagnosis."""
+        if self.routine_cut is None:
+            return RULE_V2
+        return RULE_VERSION if self.abnormality is not None else RULE_V3
+
+    def as_dict(self) -> dict[str, Any]:
+        """The rule's name and parameters as stored with a diagnosis."""
+        return {
+            "version": self.version,
+            "urgent_margin": self.urgent_margin,
+            "uncertain_band": self.uncertain_band,
+            "scope_warning": self.scope_warning,
+            "routine_cut": self.routine_cut,
+            "abnormality": self.abnormality.as_dict() if self.abnormality is not None else None,
+            "urgent_min_probability": dict(self.urgent_min_probability),
+        }
 
     def urgent_cut(self, rule: FindingRule) -> float | None:
         """The probability at which ``rule``'s finding makes a study urgent (``None``: never)."""
@@ -144,7 +218,7 @@ class Triage:
     explanation: str  # why this level, in one sentence
     drivers: tuple[str, ...]  # the findings that set the level (none for routine)
     rule: dict[str, Any]  # the rule version, parameters and cuts used, stored with the diagnosis
-    abnormality: float = 0.0  # 1 - prod(1 - p) over every finding
+    abnormality: float = 0.0  # the abnormality score (fitted, or 1 - prod(1 - p) over every finding)
     urgency: float = 0.0  # 1 - prod(1 - p) over the urgent findings
     likely: tuple[str, ...] = ()  # over their rule-in (high-specificity) cut, most probable first
     possible: tuple[str, ...] = ()  # over the sensitive threshold, under the rule-in cut
@@ -169,12 +243,15 @@ class Triage:
 def policy_from_card(card: Mapping[str, Any]) -> TriagePolicy:
     """The policy for a model version: the defaults, overridden by the card's ``"triage"`` section."""
     section = card.get("triage") or {}
+    fitted = section.get("abnormality")
+    names = [f["name"] for f in card.get("findings", ())]
     return TriagePolicy(
         urgent_margin=float(section.get("urgent_margin", DEFAULT_URGENT_MARGIN)),
         uncertain_band=float(section.get("uncertain_band", DEFAULT_UNCERTAIN_BAND)),
         scope_warning=float(section.get("scope_warning", DEFAULT_SCOPE_WARNING)),
         urgent_min_probability=dict(section.get("urgent_min_probability", DEFAULT_URGENT_MIN_PROBABILITY)),
         routine_cut=float(section["routine_cut"]) if section.get("routine_cut") is not None else None,
+        abnormality=AbnormalityWeights.from_card(fitted, names) if fitted else None,
     )
 
 
@@ -228,7 +305,7 @@ def _not_urgent(
     )
     drivers = tuple(r.name for r, _ in flagged)
     cut = policy.routine_cut
-    if cut is not None:  # rule v3: the abnormality score decides
+    if cut is not None:  # rules v3 and v4: the abnormality score decides
         margin = logit(abnormality) - logit(cut)
         if abs(margin) < band:
             side = "over" if margin >= 0 else "under"
@@ -278,10 +355,10 @@ def assess(
     scope_limit: float,
     policy: TriagePolicy | None = None,
 ) -> Triage:
-    """Apply rule ``triage-v3`` (module docstring) to one image's calibrated probabilities."""
+    """Apply the policy's rule (module docstring) to one image's calibrated probabilities."""
     policy = policy or TriagePolicy()
     band = policy.uncertain_band
-    abnormality, urgency = scores(rules, probabilities)
+    abnormality, urgency = scores(rules, probabilities, policy)
 
     def gap(p: float, cut: float) -> float:
         return logit(p) - logit(cut)
@@ -317,9 +394,7 @@ def assess(
         )
     likely, possible = _tiers(rules, probabilities)
     rule = {
-        "version": RULE_VERSION,
-        **{k: v for k, v in asdict(policy).items() if k != "urgent_min_probability"},
-        "urgent_min_probability": dict(policy.urgent_min_probability),
+        **policy.as_dict(),
         "urgent_cuts": {r.name: round(c, 6) for r, _, c in urgent if c is not None},
     }
     return Triage(
@@ -351,8 +426,11 @@ __all__ = [
     "LEVELS",
     "PRIORITY",
     "ROUTINE",
+    "RULE_V2",
+    "RULE_V3",
     "RULE_VERSION",
     "URGENT",
+    "AbnormalityWeights",
     "FindingRule",
     "Triage",
     "TriagePolicy",

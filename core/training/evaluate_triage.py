@@ -10,6 +10,8 @@ dashboard, not of a training-time pipeline. The outputs are cached under ``var/e
 
 What is chosen, is chosen on the **validation** split only:
 
+* the abnormality score's weights (rule v4), by ``core/training/fit_abnormality.py`` (fitted on the train
+  split, chosen by validation AUC) before this runs; a card without them is evaluated as rule v3;
 * the *routine cut* on the abnormality score (``core.ml.triage.scores``): the largest cut that keeps at
   least 95 % of abnormal films, and 95 % of films with an urgent finding, out of routine, overall AND within
   every image source with at least ``MIN_SOURCE_ABNORMAL`` abnormal films. Requiring it per source is the
@@ -21,8 +23,11 @@ The **test** split is only measured: per-finding AUC (95 % CI, bootstrap over pa
 AUC, and the triage figures a doctor cares about (No Finding films sent to routine; films with an urgent
 finding kept out of routine, made urgent; urgent PPV), each overall, within each source and as a
 source-balanced mean, plus re-weighted to the NIH-wide case mix (``nih_metadata``: 53.8 % No Finding, 20.7 %
-with an urgent finding). The shortcut check: how well the network's pooled features predict the image
-source (logistic regression, cross-validated by patient), against always guessing the largest source.
+with an urgent finding). The card's rule is measured next to the rules before it, each with its own routine
+cut chosen on validation the same way (v3: 1 - prod(1 - p); v2: no routine cut), and against the previous
+rule paired (the same test films, one bootstrap over patients), so a gain is a difference with a CI. The
+shortcut check: how well the network's pooled features predict the image source (logistic regression,
+cross-validated by patient), against always guessing the largest source.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -107,12 +112,15 @@ def read_split(classifier: Classifier, table: pd.DataFrame, root: Path) -> Reads
     )
 
 
-def load_reads(classifier: Classifier, data_dir: Path, cache_dir: Path) -> dict[str, Reads]:
-    """Validation and test reads, cached per model version (the images never change)."""
+def load_reads(
+    classifier: Classifier, data_dir: Path, cache_dir: Path, splits: Sequence[str] = ("val", "test")
+) -> dict[str, Reads]:
+    """The reads of ``splits`` (validation and test by default), cached per model version (the images never
+    change)."""
     table = pd.read_csv(data_dir / "nih14" / "labels.csv")
     table = table[table["duplicate_of_other_row"] == 0].reset_index(drop=True)
     out = {}
-    for split in ("val", "test"):
+    for split in splits:
         cache = cache_dir / f"{classifier.version}-{split}.npz"
         rows = table[table["split"] == split].reset_index(drop=True)
         if cache.exists():
@@ -133,11 +141,15 @@ def load_reads(classifier: Classifier, data_dir: Path, cache_dir: Path) -> dict[
 # ------------------------------------------------------------------------------------------ the rule
 
 
-def film_scores(classifier: Classifier, reads: Reads) -> tuple[np.ndarray, np.ndarray]:
-    """(abnormality, urgency) of every film, by the runtime's own function."""
+def film_scores(
+    classifier: Classifier, reads: Reads, policy: triage.TriagePolicy | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(abnormality, urgency) of every film under ``policy`` (default: the card's), by the runtime's own
+    function."""
     rules = triage.rules_from_card(classifier.card)
     names = classifier.finding_names
-    pairs = [triage.scores(rules, dict(zip(names, row, strict=True))) for row in reads.probs]
+    policy = policy or triage.policy_from_card(classifier.card)
+    pairs = [triage.scores(rules, dict(zip(names, row, strict=True)), policy) for row in reads.probs]
     return np.array([a for a, _ in pairs]), np.array([u for _, u in pairs])
 
 
@@ -307,6 +319,49 @@ def reweighted(level: np.ndarray, grp: np.ndarray, prevalence: dict[str, float])
     }
 
 
+def paired_differences(
+    new: tuple[np.ndarray, np.ndarray], old: tuple[np.ndarray, np.ndarray], grp: np.ndarray, reads: Reads
+) -> list[dict[str, Any]]:
+    """Rule ``new`` minus rule ``old`` on the same films, each a (level, abnormality) pair: one bootstrap over
+    patients draws both, so the CI is that of the difference (overall, per source, source-balanced)."""
+    (level_new, abn_new), (level_old, abn_old) = new, old
+    nf, urg, abn = grp == NF, grp == URGENT_GROUP, grp != NF
+    r_new, r_old = level_new == "routine", level_old == "routine"
+
+    def diff(
+        a: Callable[[np.ndarray], float | None], b: Callable[[np.ndarray], float | None]
+    ) -> Callable[[np.ndarray], float | None]:
+        def stat(i: np.ndarray) -> float | None:
+            x, y = a(i), b(i)
+            return None if x is None or y is None else x - y
+
+        return stat
+
+    stats: list[tuple[str, Callable[[np.ndarray], float | None]]] = [
+        (
+            "No Finding films that are routine",
+            diff(lambda i: _fraction(r_new[i], nf[i]), lambda i: _fraction(r_old[i], nf[i])),
+        ),
+        (
+            "urgent-finding films that are routine",
+            diff(lambda i: _fraction(r_new[i], urg[i]), lambda i: _fraction(r_old[i], urg[i])),
+        ),
+        (
+            "abnormal films that are routine",
+            diff(lambda i: _fraction(r_new[i], abn[i]), lambda i: _fraction(r_old[i], abn[i])),
+        ),
+        (
+            "abnormality score AUC (abnormal vs No Finding)",
+            diff(
+                lambda i: _auc(abn[i].astype(int), abn_new[i]), lambda i: _auc(abn[i].astype(int), abn_old[i])
+            ),
+        ),
+    ]
+    return [
+        _measure(n, s, len(grp), reads.patients, reads.sources, 200 + k) for k, (n, s) in enumerate(stats)
+    ]
+
+
 def nih_prevalence(data_dir: Path, urgent: Sequence[str]) -> dict[str, float]:
     """Share of No Finding / urgent finding / other abnormal films in the full NIH label table."""
     table = pd.read_csv(
@@ -416,14 +471,40 @@ def _short(source: str) -> str:
     return source.split("/")[-1]
 
 
+def _fmt_diff(entry: dict[str, Any] | None, pct: bool = True) -> str:
+    if not entry or entry.get("value") is None:
+        return "—"
+    v, ci = entry["value"], entry.get("ci95")
+    if pct:
+        return f"{v * 100:+.1f} pts" + (f" ({ci[0] * 100:+.1f} to {ci[1] * 100:+.1f})" if ci else "")
+    return f"{v:+.3f}" + (f" ({ci[0]:+.3f} to {ci[1]:+.3f})" if ci else "")
+
+
+def _rule(name: str) -> str:
+    return name.replace("triage-", "")
+
+
+def _score_words(name: str) -> str:
+    if name == triage.RULE_VERSION:
+        return "the fitted abnormality score (card `triage.abnormality`)"
+    return "1 - prod(1 - p)"
+
+
 def markdown(report: dict[str, Any]) -> str:
     sources = report["sources"]
     lines = [
-        f"Rule `{report['rule']}`, classifier `{report['version']}`. Routine cut on the abnormality score "
-        f"**{report['routine_cut']:.3f}**, chosen on validation ({report['val_films']} films) as the smallest of:",
+        f"Rule `{report['rule']}`, classifier `{report['version']}`. Routine cut on "
+        f"{_score_words(report['rule'])} **{report['routine_cut']:.3f}**, chosen on validation "
+        f"({report['val_films']} films) as the smallest of:",
         "",
     ]
     lines += [f"- {k}: {v:.3f}" for k, v in report["cut_constraints"].items()]
+    for name, before in report["before"].items():
+        if before["routine_cut"] is not None:
+            lines.append(
+                f"\nRule `{name}` (before), for comparison: routine cut on {_score_words(name)} "
+                f"{before['routine_cut']:.3f}, chosen on validation the same way."
+            )
     lines += [
         "",
         f"Test split ({report['test_films']} films, patient-disjoint; 95 % CIs from {BOOTSTRAP} bootstraps over "
@@ -433,7 +514,9 @@ def markdown(report: dict[str, Any]) -> str:
         "| figure | rule | overall | " + " | ".join(_short(s) for s in sources) + " | source-balanced |",
         "|---|---|---|" + "---|" * len(sources) + "---|",
     ]
-    for rule_name, figures in (("v3", report["triage"]), ("v2 (before)", report["triage_v2"])):
+    tables = [(_rule(report["rule"]), report["triage"])]
+    tables += [(f"{_rule(n)} (before)", b["triage"]) for n, b in report["before"].items()]
+    for rule_name, figures in tables:
         for f in figures:
             pct = "AUC" not in f["name"]
             cells = [_fmt(f["per_source"].get(s), pct) for s in sources]
@@ -442,13 +525,36 @@ def markdown(report: dict[str, Any]) -> str:
                 + " | ".join(cells)
                 + f" | {_fmt(f['source_balanced'], pct)} |"
             )
-    rw, prev = report["reweighted"], report["nih_prevalence"]
+    lines += [
+        "",
+        f"Paired difference, rule `{report['rule']}` minus `{report['paired_vs']}` on the same test films "
+        "(percentage points; 95 % CI from one bootstrap over patients drawing both):",
+        "",
+        "| difference | overall | " + " | ".join(_short(s) for s in sources) + " | source-balanced |",
+        "|---|---|" + "---|" * len(sources) + "---|",
+    ]
+    for f in report["paired"]:
+        pct = "AUC" not in f["name"]
+        cells = [_fmt_diff(f["per_source"].get(s), pct) for s in sources]
+        lines.append(
+            f"| {f['name']} | {_fmt_diff(f['overall'], pct)} | "
+            + " | ".join(cells)
+            + f" | {_fmt_diff(f['source_balanced'], pct)} |"
+        )
+    prev = report["nih_prevalence"]
+    shares = [(report["rule"], report["reweighted"])]
+    shares += [(n, b["reweighted"]) for n, b in report["before"].items()]
     lines += [
         "",
         f"Re-weighted to the NIH-wide case mix ({prev['films']:,.0f} films: {prev[NF]:.1%} No Finding, "
-        f"{prev[URGENT_GROUP]:.1%} with an urgent finding, {prev[OTHER]:.1%} other abnormal), rule v3: "
-        f"routine {rw['share routine']:.0%}, priority {rw['share priority']:.0%}, urgent {rw['share urgent']:.0%} "
-        f"of the worklist; urgent PPV {rw['urgent PPV']:.0%}.",
+        f"{prev[URGENT_GROUP]:.1%} with an urgent finding, {prev[OTHER]:.1%} other abnormal): "
+        + "; ".join(
+            f"rule {_rule(n)}{'' if n == report['rule'] else ' (before)'}: routine {rw['share routine']:.0%}, "
+            f"priority {rw['share priority']:.0%}, urgent {rw['share urgent']:.0%} of the worklist, "
+            f"urgent PPV {rw['urgent PPV']:.0%}"
+            for n, rw in shares
+        )
+        + ".",
         "",
         "Findings shown per film on test (mean): "
         + "; ".join(
@@ -487,39 +593,63 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def rules_compared(
+    classifier: Classifier, val: Reads
+) -> dict[str, tuple[triage.TriagePolicy, dict[str, float]]]:
+    """The card's rule first, then the rules before it, each with its routine cut chosen on ``val``:
+    {rule name: (policy, the cut each constraint alone would allow)}."""
+    base = triage.policy_from_card(classifier.card)
+    grp = groups(classifier, val)
+    scored = [base] if base.abnormality is not None else []
+    scored.append(replace(base, abnormality=None))  # rule v3: 1 - prod(1 - p)
+    out = {}
+    for policy in scored:
+        abnormality, _ = film_scores(classifier, val, policy)
+        cut, constraints = choose_routine_cut(abnormality, grp, val.sources)
+        chosen = replace(policy, routine_cut=cut)
+        out[chosen.version] = (chosen, constraints)
+    v2 = replace(base, abnormality=None, routine_cut=None)
+    out[v2.version] = (v2, {})
+    return out
+
+
 def evaluate(model_dir: Path, data_dir: Path, cache_dir: Path) -> dict[str, Any]:
     classifier = Classifier(model_dir)
     reads = load_reads(classifier, data_dir, cache_dir)
     val, test = reads["val"], reads["test"]
-    abn_val, _ = film_scores(classifier, val)
-    cut, constraints = choose_routine_cut(abn_val, groups(classifier, val), val.sources)
-    base = triage.policy_from_card(classifier.card)
-    v3 = triage.TriagePolicy(
-        base.urgent_margin, base.uncertain_band, base.scope_warning, base.urgent_min_probability, cut
-    )
-    v2 = triage.TriagePolicy(
-        base.urgent_margin, base.uncertain_band, base.scope_warning, base.urgent_min_probability, None
-    )
+    compared = rules_compared(classifier, val)
     grp = groups(classifier, test)
-    abn_test, _ = film_scores(classifier, test)
-    level = levels(classifier, test, v3)
     urgent_names = [f["name"] for f in classifier.card["findings"] if f.get("urgent")]
     prevalence = nih_prevalence(data_dir, urgent_names)
+    outcome = {}  # rule name -> (level, abnormality score) of every test film
+    for name, (policy, _) in compared.items():
+        outcome[name] = (levels(classifier, test, policy), film_scores(classifier, test, policy)[0])
+    (rule, (policy, constraints)), (previous, _) = list(compared.items())[:2]
+    level, abnormality = outcome[rule]
     per_finding = per_finding_auc(classifier, test)
     sources = sorted(s for s in set(test.sources) if (test.sources == s).sum() >= MIN_SOURCE_FILMS)
     return {
-        "rule": triage.RULE_VERSION,
+        "rule": rule,
         "version": classifier.version,
-        "routine_cut": cut,
+        "routine_cut": policy.routine_cut,
         "cut_constraints": constraints,
         "val_films": int(len(val.probs)),
         "test_films": int(len(test.probs)),
         "sources": sources,
-        "triage": triage_figures(level, grp, abn_test, test),
-        "triage_v2": triage_figures(levels(classifier, test, v2), grp, abn_test, test),
+        "triage": triage_figures(level, grp, abnormality, test),
         "reweighted": reweighted(level, grp, prevalence),
+        "before": {
+            name: {
+                "routine_cut": p.routine_cut,
+                "triage": triage_figures(*outcome[name][:1], grp, outcome[name][1], test),
+                "reweighted": reweighted(outcome[name][0], grp, prevalence),
+            }
+            for name, (p, _) in list(compared.items())[1:]
+        },
+        "paired_vs": previous,
+        "paired": paired_differences(outcome[rule], outcome[previous], grp, test),
         "nih_prevalence": prevalence,
-        "flags": flags_per_film(classifier, test, grp, v3),
+        "flags": flags_per_film(classifier, test, grp, policy),
         "per_finding": per_finding,
         "mean_auc": mean_auc(per_finding, sources),
         "shortcut": shortcut_check(val, test),
@@ -538,6 +668,9 @@ def write_card(model_dir: Path, report: dict[str, Any], text: str) -> None:
             "routine_cut": round(report["routine_cut"], 6),
             "routine_cut_rule": "largest abnormality-score cut with validation sensitivity >= 0.95 to abnormal "
             "films and to urgent-finding films overall, and to abnormal films within each source",
+            "routine_cut_for": "the fitted abnormality score (triage.abnormality)"
+            if report["rule"] == triage.RULE_VERSION
+            else "1 - prod(1 - p) over the findings",
         }
     )
     card["triage_evaluation"] = json.loads(json.dumps(report, default=float))
