@@ -6,13 +6,14 @@ import streamlit as st
 
 from core.errors import NotFound
 from core.ml.registry import ModelNotAvailable
-from ui import fmt, session, xray_views
+from ui import fmt, session, viewer, xray_views
 
 user = session.require_user()
 session.show_flash()
 xray_views.reading_room_style()
 try:
     session.load_models()
+    viewer.warm_up()  # the first film's drawing costs what the next ones do
 except ModelNotAvailable as exc:
     st.error(f"The X-ray models are not installed: {exc} Ask IT to install them.", icon=":material/error:")
     st.stop()
@@ -43,31 +44,6 @@ head.subheader(
     anchor=False,
 )
 
-# The film first: directly under the patient header, large, with the read beside it. The uploader goes under
-# the read once a film is on show, and takes the page's width while none is.
-showing = (
-    st.session_state.get(session.STUDY_ID) is not None
-    or st.session_state.get(xray_views.upload_key(record.patient_id)) is not None
-)
-film_area, side = st.columns([2.9, 1.3], gap="medium") if showing else (st.container(), st.container())
-side_top, side_bottom = side.container(), side.container()
-with side_bottom if showing else film_area:
-    if showing:
-        st.markdown("**Upload another film**")
-    xray_views.handle_upload(record, user)
-
-study_id = st.session_state.get(session.STUDY_ID)
-if study_id is None:
-    st.caption("Upload a film to see the models' read; earlier films are in the imaging history.")
-    st.stop()
-try:
-    view = xray_views.current_view(study_id, user)
-except NotFound as exc:
-    st.session_state.pop(session.STUDY_ID, None)
-    st.error(fmt.md(str(exc)), icon=":material/error:")
-    st.stop()
-if view.patient_id != record.patient_id:  # a study of the previously selected patient
-    st.session_state.pop(session.STUDY_ID, None)
-    st.rerun()
-xray_views.keep_in_address(record.patient_id, view.study_id)
-xray_views.result(view, user, record, film_area=film_area, side=side_top)
+# The film and the read (and the uploader) rerun on their own (a fragment): an upload or a viewer tool does not
+# redraw the header, the picker or the sidebar.
+xray_views.film_and_read(record, user)

@@ -24,9 +24,12 @@ from core.ml.boxes import Box
 from core.xray import render
 from core.xray.diagnosis import DiagnosisView
 
-#: The film's height in CSS pixels: at 1440 x 900 about 80 % of the viewport, so the whole film shows
-#: below the patient header without scrolling on a common ED screen.
-FILM_HEIGHT = 720
+#: The film's height, CSS: 80 % of the viewport's height (720 px at 1440 x 900, 864 px at 1920 x 1080), so the
+#: whole film shows below the patient header and its tools row without scrolling, and grows with the screen;
+#: never under 420 px on a small one. The browser applies it (no round trip to learn the viewport's size), and
+#: plotly fills the box (its figure has no height of its own) and redraws when the window is resized.
+FILM_HEIGHT_CSS = "max(420px, 80vh)"
+_FILM_BOX = "xr-film-box"  # the key of the film's container: the CSS above sizes it
 BOX_COLOUR = "#ff3b30"
 
 
@@ -62,11 +65,20 @@ def _preview_size(preview: str) -> tuple[int, int]:
         return image.size
 
 
+def style() -> str:
+    """The page CSS that sizes the film to the viewport (the X-ray page adds it once)."""
+    # Streamlit sizes a fixed-height container by its wrapper's flex basis; the film box is one
+    return (
+        f"[data-testid='stLayoutWrapper']:has(> .st-key-{_FILM_BOX}){{flex:0 0 {FILM_HEIGHT_CSS} !important;"
+        f"height:{FILM_HEIGHT_CSS} !important}}.st-key-{_FILM_BOX}{{overflow:hidden !important}}"
+    )
+
+
 def figure(
-    view: DiagnosisView, state: ViewerState, height: int = FILM_HEIGHT, boxes: Sequence[Box] | None = None
+    view: DiagnosisView, state: ViewerState, height: int | None = None, boxes: Sequence[Box] | None = None
 ) -> go.Figure:
     """The film and its overlays as a plotly figure in the analysed image's pixel frame; ``boxes`` replaces
-    the detector's (e.g. a doctor's reading's, unscored)."""
+    the detector's (e.g. a doctor's reading's, unscored). Without a ``height`` the figure fills its box."""
     pw, ph = _preview_size(str(view.preview_path))
     base = go.Image(
         source=_film_uri(str(view.preview_path), state.level, state.width, state.invert),
@@ -121,6 +133,7 @@ def figure(
     fig.update_layout(
         margin={"l": 0, "r": 0, "t": 0, "b": 0},
         height=height,
+        autosize=True,
         dragmode="pan",
         uirevision=f"film-{view.study_id}-{state.revision}",
         plot_bgcolor="black",
@@ -130,6 +143,26 @@ def figure(
     fig.update_xaxes(visible=False, range=[0, view.width], constrain="domain")
     fig.update_yaxes(visible=False, range=[view.height, 0], scaleanchor="x", constrain="domain")
     return fig
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up() -> bool:
+    """Once per server process, before the first film: import and exercise what drawing a result needs the
+    first time (plotly's validators and JSON encoding, pandas and Arrow for the findings table), so the first
+    upload after a start costs what the next ones do. The X-ray page calls it on opening."""
+    import pandas as pd
+    import plotly.io as pio
+    import pyarrow as pa
+
+    pa.Table.from_pandas(pd.DataFrame([{"Finding": "x", "Probability": 1.0}]))
+    blank = go.Figure(go.Image(source=_uri(b"", "image/jpeg"), dx=1, dy=1, hoverinfo="skip"))
+    blank.add_shape(type="rect", x0=0, y0=0, x1=1, y1=1, line={"color": BOX_COLOUR})
+    blank.add_annotation(x=0, y=0, text="x", showarrow=False)
+    blank.update_layout(margin={"l": 0}, uirevision="warm", autosize=True)
+    blank.update_xaxes(visible=False, range=[0, 1], constrain="domain")
+    blank.update_yaxes(visible=False, range=[1, 0], scaleanchor="x", constrain="domain")
+    pio.to_json(blank, validate=False)
+    return True
 
 
 def _reset(prefix: str) -> None:
@@ -192,20 +225,22 @@ def controls(view: DiagnosisView, has_boxes: bool | None = None) -> ViewerState:
     return ViewerState(boxes, shown_labels, chosen, (low + high) / 200, width, invert, revision)
 
 
-def film_viewer(
-    view: DiagnosisView, height: int = FILM_HEIGHT, boxes: Sequence[Box] | None = None
-) -> ViewerState:
-    """The tools row and the film with its overlays (``boxes``: those to draw instead of the detector's)."""
+def film_viewer(view: DiagnosisView, boxes: Sequence[Box] | None = None) -> ViewerState:
+    """The tools row and the film with its overlays (``boxes``: those to draw instead of the detector's), as
+    tall as :data:`FILM_HEIGHT_CSS` (the page adds :func:`style`)."""
     state = controls(view, has_boxes=bool(view.boxes if boxes is None else boxes))
-    st.plotly_chart(
-        figure(view, state, height, boxes),
+    # a fixed-height box (720 px, what 80 % of 900 is) lets the chart stretch; the CSS resizes the box
+    st.container(height=720, border=False, key=_FILM_BOX).plotly_chart(
+        figure(view, state, None, boxes),
         key=f"xr.film.{view.study_id}",
+        height="stretch",
         config={
             "scrollZoom": True,
             "displaylogo": False,
             "displayModeBar": True,
             "modeBarButtonsToRemove": ["select2d", "lasso2d", "toImage"],
             "doubleClick": "reset",
+            "responsive": True,
         },
     )
     if state.heat_finding is not None:

@@ -17,7 +17,7 @@ from streamlit.delta_generator import DeltaGenerator
 
 from core.auth import AuthenticatedUser
 from core.config import get_settings
-from core.errors import AppError, ValidationError
+from core.errors import AppError, NotFound, ValidationError
 from core.imaging import ImageRejected
 from core.ml import triage
 from core.records import PatientRecord
@@ -151,6 +151,50 @@ def handle_upload(record: PatientRecord, user: AuthenticatedUser) -> None:
     forget_shown()
     if kind in ("refused", "error"):
         st.error(f"{fmt.md(message)} Nothing was saved.", icon=":material/block:")
+
+
+def _fragment_rerun() -> bool:
+    """Whether this run is a fragment's alone (app.py's login gate did not run before it)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return bool(ctx is not None and ctx.fragment_ids_this_run)
+
+
+@st.fragment
+def film_and_read(record: PatientRecord, user: AuthenticatedUser) -> None:
+    """The film first, large, with the read beside it; the uploader under the read once a film is on show,
+    the page's width while none is. A fragment: an upload, a viewer tool or an overlay reruns only this part
+    of the page (the speed the doctor feels), and each such run still checks the sign-in first."""
+    if _fragment_rerun():
+        checked = session.active_user()  # what app.py's gate does on a full run: idle, revoked, disabled
+        if checked is None or checked.id != user.id:
+            st.rerun(scope="app")  # the full run shows the login form and why
+    showing = (
+        st.session_state.get(session.STUDY_ID) is not None
+        or st.session_state.get(upload_key(record.patient_id)) is not None
+    )
+    film_area, side = st.columns([2.9, 1.3], gap="medium") if showing else (st.container(), st.container())
+    side_top, side_bottom = side.container(), side.container()
+    with side_bottom if showing else film_area:
+        if showing:
+            st.markdown("**Upload another film**")
+        handle_upload(record, user)
+    study_id = st.session_state.get(session.STUDY_ID)
+    if study_id is None:
+        st.caption("Upload a film to see the models' read; earlier films are in the imaging history.")
+        return
+    try:
+        view = current_view(study_id, user)
+    except NotFound as exc:
+        st.session_state.pop(session.STUDY_ID, None)
+        st.error(fmt.md(str(exc)), icon=":material/error:")
+        return
+    if view.patient_id != record.patient_id:  # a study of the previously selected patient
+        st.session_state.pop(session.STUDY_ID, None)
+        st.rerun(scope="app")
+    keep_in_address(record.patient_id, view.study_id)
+    result(view, user, record, film_area=film_area, side=side_top)
 
 
 def film(path: Path, key: str, aspect: float = 1.0) -> None:
@@ -303,7 +347,7 @@ def actions(view: DiagnosisView, user: AuthenticatedUser | None) -> None:
             "Back to this film", key=f"xr.cmpback.{view.study_id}", icon=":material/image:", width="stretch"
         ):
             st.session_state.pop(compare_key, None)
-            st.rerun()
+            st.rerun(scope="fragment")  # only the film and the read change
         return
     prior = previous_film(view)
     if compare.button(
@@ -317,7 +361,7 @@ def actions(view: DiagnosisView, user: AuthenticatedUser | None) -> None:
         else "This is the patient's first film.",
     ):
         st.session_state[compare_key] = prior
-        st.rerun()
+        st.rerun(scope="fragment")
 
 
 def put_right(view: DiagnosisView, user: AuthenticatedUser) -> None:
@@ -490,7 +534,7 @@ def reading_room_style() -> None:
     """Less empty margin around the X-ray page, so the film gets the screen (page CSS, no script)."""
     st.html(
         "<style>[data-testid='stMainBlockContainer']{padding-top:1.5rem;padding-left:2rem;"
-        "padding-right:2rem;padding-bottom:2rem}</style>"
+        f"padding-right:2rem;padding-bottom:2rem}}{viewer.style()}</style>"
     )
 
 
