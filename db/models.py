@@ -412,7 +412,7 @@ class Diagnosis(Base):
     triage_rule: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
     scope_score: Mapped[float] = mapped_column(Float)
     scope_limit: Mapped[float] = mapped_column(Float)
-    # triage-v3 scores in [0, 1] (NULL on diagnoses saved before revision 0004): the worklist's second key
+    # triage scores in [0, 1] (v3 on; NULL on diagnoses saved before revision 0004): the worklist's second key
     abnormality: Mapped[float | None] = mapped_column(Float)
     urgency: Mapped[float | None] = mapped_column(Float)
     # what the film check did before the read (rot90/rot180/rot270/inverted); NULL: read as stored

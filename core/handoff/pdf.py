@@ -20,6 +20,7 @@ from fpdf import FPDF
 
 from core.handoff.content import DISCLAIMER, ReportContent
 from core.handoff.film import annotated_film, doctor_boxes
+from core.ml.probability import percent
 
 FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 LEVEL_WORDS = {"urgent": "URGENT", "priority": "Priority", "routine": "Routine"}
@@ -148,9 +149,10 @@ def render_pdf(content: ReportContent) -> bytes:
     pdf.set_text_color(20, 30, 40)
     pdf.set_font("DejaVu", "", 8.5)
     if view.abnormality is not None:
-        scores = f"Chance of an abnormal finding {_pct(view.abnormality)}"
+        # the abnormality score ranks films (triage-v4 fits it to the training mix): a score, not a chance
+        scores = f"Abnormality score {percent(view.abnormality)}"
         if view.urgency is not None:
-            scores += f", of an urgent finding {_pct(view.urgency)}"
+            scores += f", chance of an urgent finding {percent(view.urgency)}"
         pdf.multi_cell(70, 4.2, scores + ".", new_x="LEFT", new_y="NEXT")
     pdf.gap(2)
     by_name = {f.name: f for f in view.findings}

@@ -17,7 +17,7 @@ import numpy as np
 #: How far from 0 and 1 a probability is kept before its log-odds are taken (logit(EPS) is about -13.8).
 EPS = 1e-6
 
-__all__ = ["EPS", "logit", "sigmoid"]
+__all__ = ["EPS", "logit", "percent", "sigmoid"]
 
 
 @overload
@@ -42,3 +42,11 @@ def sigmoid(x: float | np.ndarray) -> float | np.ndarray:
     if isinstance(x, np.ndarray):
         return 1.0 / (1.0 + np.exp(-x))
     return 1.0 / (1.0 + math.exp(-x))
+
+
+def percent(p: float) -> str:
+    """A probability or score as a doctor reads it: whole percent from 10 %, one decimal under it, and
+    "under 0.1%" rather than a "0%" that would read as certainty."""
+    if p < 0.001:
+        return "under 0.1%"
+    return f"{p:.0%}" if p >= 0.1 else f"{p:.1%}"

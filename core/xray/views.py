@@ -63,7 +63,7 @@ class DiagnosisView:
     heatmap_path: Path | None
     duplicate: bool = False  # this upload was an image already in the record: nothing new was saved
     notes: tuple[str, ...] = ()  # how the file was read (e.g. first frame only), shown once at upload
-    abnormality: float | None = None  # triage-v3 scores (None on diagnoses saved before they existed)
+    abnormality: float | None = None  # triage scores (v3 on; None on diagnoses saved before they existed)
     urgency: float | None = None
     likely: tuple[str, ...] = ()  # findings over their rule-in cut, most probable first
     possible: tuple[str, ...] = ()  # over the sensitive threshold only
