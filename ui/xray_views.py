@@ -14,6 +14,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
+from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from core.auth import AuthenticatedUser
 from core.config import get_settings
@@ -29,6 +30,8 @@ from ui import fmt, handoff_views, referral_views, session, viewer
 
 VIEW = "xr.view"  # the DiagnosisView on show (a frozen DTO), refetched when another study is opened
 UPLOADS = "xr.uploads"  # file_id of each upload of this session -> its outcome, so a rerun never redoes one
+UPLOAD_ROUND = "xr.upload.round"  # bumped by each saved film: the uploader's key, so it comes back empty
+SAVED = "xr.saved"  # (study ID, message) of the film saved last: the message stays with its result
 
 _BADGES = {  # level -> (colour, icon)
     triage.URGENT: ("red", ":material/emergency:"),
@@ -83,8 +86,42 @@ def keep_in_address(patient_id: str, study_id: int) -> None:
 
 
 def upload_key(patient_id: str) -> str:
-    """The session-state key of the patient's film uploader (its file, once one is chosen)."""
-    return f"xr.upload.{patient_id}"
+    """The session-state key of the patient's film uploader (its file, once one is chosen); a new one after
+    each saved film, so the uploader comes back empty."""
+    return f"xr.upload.{patient_id}.{st.session_state.get(UPLOAD_ROUND, 0)}"
+
+
+def _analyse(
+    upload: UploadedFile, patient_id: str, user: AuthenticatedUser, confirmed: bool, visit_id: int | None
+) -> tuple[str, str]:
+    """Analyse and save the chosen file once; its outcome (kind, message) is kept by its file ID."""
+    outcomes = st.session_state.setdefault(UPLOADS, {})
+    with st.spinner("Analysing the X-ray…"):
+        try:
+            view = diagnosis.diagnose_upload(
+                patient_id, upload.getvalue(), upload.name, user, confirmed, visit_id
+            )
+        except diagnosis.PatientMismatch as exc:
+            outcomes[upload.file_id] = ("mismatch", str(exc))
+        except ImageRejected as exc:
+            outcomes[upload.file_id] = ("refused", exc.user_message)
+        except AppError as exc:
+            outcomes[upload.file_id] = ("error", str(exc))
+        else:
+            st.session_state[VIEW] = view
+            st.session_state[session.STUDY_ID] = view.study_id
+            done = (
+                "This image is already in the record: showing its saved result."
+                if view.duplicate
+                else (f"Analysed and saved in {view.timing_ms.get('total', 0) / 1000:.2f} s.")
+            )
+            outcomes[upload.file_id] = ("saved", done)
+            st.session_state[SAVED] = (view.study_id, done)
+            # the uploader is drawn again empty: choosing the next film then is one run, not two (Streamlit
+            # first removes a single uploader's earlier file, which reran the page for nothing)
+            st.session_state[UPLOAD_ROUND] = st.session_state.get(UPLOAD_ROUND, 0) + 1
+    kind, message = outcomes[upload.file_id]
+    return kind, message
 
 
 def handle_upload(record: PatientRecord, user: AuthenticatedUser) -> None:
@@ -102,6 +139,11 @@ def handle_upload(record: PatientRecord, user: AuthenticatedUser) -> None:
         key=f"xr.visit.{patient_id}",
         help="The visit this film belongs to (today's visit is proposed when there is one).",
     )
+    outcomes = st.session_state.setdefault(UPLOADS, {})
+    # The file just chosen, read before the uploader is drawn: a film saved now gets an empty uploader at once.
+    chosen = st.session_state.get(upload_key(patient_id))
+    if isinstance(chosen, UploadedFile) and chosen.file_id not in outcomes:
+        _analyse(chosen, patient_id, user, False, visit_id)
     upload = st.file_uploader(
         f"Chest X-ray: PNG, JPEG or DICOM, up to {limit} MB",
         key=upload_key(patient_id),
@@ -109,8 +151,10 @@ def handle_upload(record: PatientRecord, user: AuthenticatedUser) -> None:
         help="The image is analysed and saved in this patient's record.",
     )
     if upload is None:
+        saved = st.session_state.get(SAVED)
+        if saved is not None and saved[0] == st.session_state.get(session.STUDY_ID):
+            st.success(saved[1], icon=":material/check_circle:")
         return
-    outcomes = st.session_state.setdefault(UPLOADS, {})
     kind, message = outcomes.get(upload.file_id, ("new", ""))
     confirmed = False
     if kind == "mismatch":
@@ -122,27 +166,9 @@ def handle_upload(record: PatientRecord, user: AuthenticatedUser) -> None:
             forget_shown()  # pending: no earlier result under the warning
             return
     if kind in ("new", "mismatch"):
-        with st.spinner("Analysing the X-ray…"):
-            try:
-                view = diagnosis.diagnose_upload(
-                    patient_id, upload.getvalue(), upload.name, user, confirmed, visit_id
-                )
-            except diagnosis.PatientMismatch as exc:
-                outcomes[upload.file_id] = ("mismatch", str(exc))
-                st.rerun()
-            except ImageRejected as exc:
-                kind, message = outcomes[upload.file_id] = ("refused", exc.user_message)
-            except AppError as exc:
-                kind, message = outcomes[upload.file_id] = ("error", str(exc))
-            else:
-                st.session_state[VIEW] = view
-                st.session_state[session.STUDY_ID] = view.study_id
-                done = (
-                    "This image is already in the record: showing its saved result."
-                    if view.duplicate
-                    else (f"Analysed and saved in {view.timing_ms.get('total', 0) / 1000:.2f} s.")
-                )
-                kind, message = outcomes[upload.file_id] = ("saved", done)
+        kind, message = _analyse(upload, patient_id, user, confirmed, visit_id)
+        if kind == "mismatch":
+            st.rerun(scope="fragment")  # the warning and the confirmation in place of the uploader's result
     if kind == "saved":
         st.success(message, icon=":material/check_circle:")
         return
@@ -342,15 +368,19 @@ def actions(view: DiagnosisView, user: AuthenticatedUser | None) -> None:
     if user is None:
         return
     compare_key = f"xr.compare.{view.study_id}"
+    # callbacks, not a rerun: the film area, drawn after these buttons, already shows what was clicked
     if st.session_state.get(compare_key) is not None:
-        if compare.button(
-            "Back to this film", key=f"xr.cmpback.{view.study_id}", icon=":material/image:", width="stretch"
-        ):
-            st.session_state.pop(compare_key, None)
-            st.rerun(scope="fragment")  # only the film and the read change
+        compare.button(
+            "Back to this film",
+            key=f"xr.cmpback.{view.study_id}",
+            icon=":material/image:",
+            width="stretch",
+            on_click=_set_compare,
+            args=(compare_key, None),
+        )
         return
     prior = previous_film(view)
-    if compare.button(
+    compare.button(
         "Previous film",
         key=f"xr.cmp.{view.study_id}",
         icon=":material/compare:",
@@ -359,9 +389,17 @@ def actions(view: DiagnosisView, user: AuthenticatedUser | None) -> None:
         help="This film and the patient's previous one side by side, with what changed"
         if prior is not None
         else "This is the patient's first film.",
-    ):
-        st.session_state[compare_key] = prior
-        st.rerun(scope="fragment")
+        on_click=_set_compare,
+        args=(compare_key, prior),
+    )
+
+
+def _set_compare(key: str, prior: int | None) -> None:
+    """Show the previous film ``prior`` beside this one, or (None) this film alone again."""
+    if prior is None:
+        st.session_state.pop(key, None)
+    else:
+        st.session_state[key] = prior
 
 
 def put_right(view: DiagnosisView, user: AuthenticatedUser) -> None:
