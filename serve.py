@@ -87,8 +87,24 @@ def _warm_up() -> None:
         log.warning("models not loaded at start", exc_info=True)
 
 
+def _routes_by_navigation_only() -> None:
+    """Route every script run through app.py's ``st.navigation``, the first one of the process included.
+
+    Streamlit decides once per process whether the app is a v1 multipage app from whether a folder named
+    ``pages/`` sits beside the main script, and runs the *first* script run of the process through v1
+    routing until the first ``st.navigation`` call says otherwise (that call sets this same flag). With our
+    ``pages/``, a server's first visitor following a link (``/patient?patient=..``) got "Page not found" over
+    the login form, because v1 routing knows only file names. Setting the flag at start, as that call would,
+    gives the first visitor what every later one gets: the login form, then the page the link named.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    PagesManager.uses_pages_directory = False
+
+
 @asynccontextmanager
 async def lifespan(_app: Any) -> AsyncIterator[dict[str, Any]]:
+    _routes_by_navigation_only()
     threading.Thread(target=_warm_up, name="model-warm-up", daemon=True).start()
     yield {}
 
