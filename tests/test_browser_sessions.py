@@ -223,11 +223,8 @@ def test_upload_to_result_speed(server, browser, tmp_path: Path) -> None:  # typ
         files.append(path)
     context = _context(browser)
     page = context.new_page()
-    log_in(page, srv.url, USERNAME, PASSWORD)
+    log_in(page, srv.url, USERNAME, PASSWORD, path=f"x-ray?patient={PATIENT_ID}")
     _wait_for_cookie(page, context)
-    # signed in by the cookie: the X-ray page of the patient (a signed-out deep link to /x-ray meets
-    # Streamlit's "Page not found" dialog over the login form, streamlit 1.67)
-    page.goto(f"{srv.url}/x-ray?patient={PATIENT_ID}")
     expect(page.get_by_text(f"HOPPER, Grace · {PATIENT_ID}")).to_be_visible()
     with Environment(srv.env):
         from core.xray import diagnosis
