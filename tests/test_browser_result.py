@@ -4,7 +4,8 @@ After an upload the film is the first thing under the patient header: its top ed
 and its height at least 80 % of it, growing with the screen (at 1920 x 1080 at least 75 % of the viewport's
 height), with the read beside it. The boxes and their labels are overlays (plotly
 shapes and annotations, not pixels): switching them off removes them from the figure's DOM. The previous film
-is one click away, side by side with the change of each finding in words and percentages.
+is one click away, side by side with the change of each finding in words and percentages. A viewer click after
+the session was revoked shows the login form (the result reruns as a fragment, which checks the sign-in too).
 
 Set ``CXR_BROWSER_SCREENSHOTS=docs/screenshots`` to keep the screenshots (the README shows them).
 """
@@ -154,6 +155,18 @@ def test_the_film_comes_first_large_with_overlays_that_toggle(server: Server) ->
         _keep(page, "compare_1440x900.png")
         page.get_by_role("button", name="Back to this film").click()
         expect(page.locator(".js-plotly-plot")).to_have_count(1, timeout=STEP_MS)
+
+        # The film and the read rerun on their own (a fragment), and each such run checks the sign-in as a
+        # whole page run does: once an administrator revokes the session, the next viewer click shows the
+        # login form, not the film.
+        with Environment(server.env):
+            from core import web_sessions
+
+            admin = create_user("admin.result.browser", PASSWORD, role="admin", full_name="Admin")
+            assert web_sessions.revoke_user(USERNAME, admin) >= 1
+        page.get_by_text("Invert", exact=True).click()
+        expect(page.get_by_label("Username", exact=True)).to_be_visible(timeout=STEP_MS)
+        expect(page.locator(".js-plotly-plot")).to_have_count(0)
 
 
 def _doctor():  # type: ignore[no-untyped-def]

@@ -269,7 +269,9 @@ def result(
         if doctors and reading is not None:
             doctors_reading(reading)
         summary(view, user, record, model_read=not doctors)
-    with film_area:
+    # One slot, refilled whole: going from the comparison back to the film (a fragment run) leaves none of the
+    # comparison's elements behind (a plain container kept one of its two plots now and then).
+    with film_area.empty().container():
         prior = st.session_state.get(compare_key)
         if prior is not None and user is not None:
             compare_previous(view, prior, user)
