@@ -12,6 +12,7 @@ from sqlalchemy import func, select, update
 from streamlit.testing.v1 import AppTest
 
 from core.ml import inference
+from core.ml.probability import percent
 from core.records import PatientRecord, VisitInput
 from core.xray import diagnosis as dx
 from core.xray import render
@@ -69,7 +70,7 @@ def test_upload_shows_triage_likely_and_possible_findings_all_findings_and_versi
     assert "Likely findings" in shown and "over threshold" not in shown
     if view.possible:
         assert any(e.label.startswith(f"Possible findings ({len(view.possible)})") for e in at.expander)
-    assert view.abnormality is not None and f"chance of an abnormal finding {view.abnormality:.0%}" in shown
+    assert view.abnormality is not None and f"abnormality score {percent(view.abnormality)}" in shown
     table = at.dataframe[0].value
     assert len(table) == len(view.findings) and set(table["Finding"]) == {f.label for f in view.findings}
     assert f"classifier {view.models['classifier']}" in shown

@@ -21,6 +21,7 @@ from core.config import get_settings
 from core.errors import AppError, NotFound, ValidationError
 from core.imaging import ImageRejected
 from core.ml import triage
+from core.ml.probability import percent
 from core.records import PatientRecord
 from core.review import readings
 from core.xray import compare, diagnosis, film_admin
@@ -514,8 +515,11 @@ def finding_tiers(view: DiagnosisView) -> None:
     by_name = {f.name: f for f in view.findings}
     if view.abnormality is not None:
         st.markdown(
-            f"**Overall:** chance of an abnormal finding {view.abnormality:.0%}"
-            + (f" · of an urgent finding {view.urgency:.0%}" if view.urgency is not None else "")
+            f"**Overall:** abnormality score {percent(view.abnormality)}"
+            + (f" · chance of an urgent finding {percent(view.urgency)}" if view.urgency is not None else ""),
+            help="The abnormality score ranks films from likely normal to likely abnormal (routine under the "
+            "model card's cut); it is fitted to the training films' case mix, so read it as a score, not a "
+            "chance. The urgent chance is the calibrated probability of at least one urgent finding.",
         )
     st.markdown(
         "**Likely findings**",
