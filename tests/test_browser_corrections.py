@@ -262,6 +262,8 @@ def test_a_drawn_box_is_not_lost_then_sign_and_amend(server: Server) -> None:
         # Amend: refused without a reason, then saved with one.
         page.get_by_role("button", name="Amend and sign").click()
         expect(page.get_by_text("Say why you amend the signed reading.")).to_be_visible(timeout=STEP_MS)
+        # until the run ends, the field drawn before the refusal is still on screen beside the new one
+        expect(page.get_by_label("Reason for the amendment")).to_have_count(1, timeout=STEP_MS)
         page.get_by_label("Reason for the amendment").fill("Second look: the apex is clear")
         page.get_by_label("Reason for the amendment").press("Tab")
         page.get_by_role("button", name="Amend and sign").click()

@@ -371,19 +371,18 @@ def actions(view: DiagnosisView, user: AuthenticatedUser | None) -> None:
     if user is None:
         return
     compare_key = f"xr.compare.{view.study_id}"
-    # callbacks, not a rerun: the film area, drawn after these buttons, already shows what was clicked
+    # A whole-page run, not the result fragment's: a fragment run that swapped the two films for one left one
+    # of the comparison's plots on screen now and then (Streamlit clears a fragment's stale elements less
+    # reliably than a full run's). Comparing is a rare click; the upload and viewer tools stay fragment runs.
     if st.session_state.get(compare_key) is not None:
-        compare.button(
-            "Back to this film",
-            key=f"xr.cmpback.{view.study_id}",
-            icon=":material/image:",
-            width="stretch",
-            on_click=_set_compare,
-            args=(compare_key, None),
-        )
+        if compare.button(
+            "Back to this film", key=f"xr.cmpback.{view.study_id}", icon=":material/image:", width="stretch"
+        ):
+            st.session_state.pop(compare_key, None)
+            st.rerun(scope="app")
         return
     prior = previous_film(view)
-    compare.button(
+    if compare.button(
         "Previous film",
         key=f"xr.cmp.{view.study_id}",
         icon=":material/compare:",
@@ -392,17 +391,9 @@ def actions(view: DiagnosisView, user: AuthenticatedUser | None) -> None:
         help="This film and the patient's previous one side by side, with what changed"
         if prior is not None
         else "This is the patient's first film.",
-        on_click=_set_compare,
-        args=(compare_key, prior),
-    )
-
-
-def _set_compare(key: str, prior: int | None) -> None:
-    """Show the previous film ``prior`` beside this one, or (None) this film alone again."""
-    if prior is None:
-        st.session_state.pop(key, None)
-    else:
-        st.session_state[key] = prior
+    ):
+        st.session_state[compare_key] = prior
+        st.rerun(scope="app")
 
 
 def put_right(view: DiagnosisView, user: AuthenticatedUser) -> None:
