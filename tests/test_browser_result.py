@@ -42,7 +42,7 @@ pytestmark = pytest.mark.browser
 USERNAME = "dr.result.browser"
 PASSWORD = "a long result-page browser-test password"  # test-only account in a throwaway database
 PATIENT_ID = "ED-6262"
-BOXED = SAMPLES / "00000310_001.png"  # the active detector marks a region on this one (Cardiomegaly)
+BOXED = SAMPLES / "00005869_001.png"  # the active detector marks regions on this one (Lung Opacity)
 
 
 @pytest.fixture(scope="module")
