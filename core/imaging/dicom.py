@@ -111,19 +111,6 @@ def bounded(value: object, vr: str = "LO") -> str | None:
     return text or None
 
 
-def header_patient_id(data: bytes) -> str | None:
-    """The Patient ID of a DICOM file from its header alone (no pixel decoding), else ``None``."""
-    if not looks_like_dicom(data):
-        return None
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(_stream(data), stop_before_pixels=True)
-    except Exception:  # the reader gives the proper refusal when the file is analysed
-        return None
-    return bounded(ds.get("PatientID"), "LO")
-
-
 @dataclass(frozen=True)
 class HeaderPatient:
     """Who a DICOM header says the film is of (values as in the file, cut to their VR; None when absent)."""
