@@ -7,8 +7,10 @@ passes ``flock`` on to its server (NFSv4). It does not cover a share mounted wit
 PostgreSQL every host talks to the same server, so each file's lock is also taken there: a save holds a
 *shared* advisory lock on each file's key from before it looks at the file until its transaction has ended;
 a removal needs the *exclusive* one, tried without waiting. The keys are the first 8 bytes of the sha256 of
-``cxr-file:`` + the stored path, as a signed 64-bit integer (a collision only keeps a file for the garbage
-collector). The locks live on a connection of their own (session-level locks, so they span the save's
+``cxr-file:`` + the connection's schema + the stored path, as a signed 64-bit integer (a collision only keeps a
+file for the garbage collector). Advisory locks belong to the database, not to a schema, hence the schema in the
+key: installations in two schemas of one database (parallel test workers, a staging copy) keep two data
+directories and must never wait on, or keep, each other's files. The locks live on a connection of their own (session-level locks, so they span the save's
 transaction and its cleanup after a rollback) and are released by ``pg_advisory_unlock_all()`` before the
 connection goes back to the pool, or by the server when the process dies (kill -9 included). Session-level
 locks need a direct connection or session pooling: behind PgBouncer in transaction mode they would not hold.
@@ -29,9 +31,9 @@ from db.session import get_engine
 log = logging.getLogger(__name__)
 
 
-def lock_key(relpath: str) -> int:
-    """The advisory lock key of a stored path (signed 64-bit)."""
-    digest = hashlib.sha256(f"cxr-file:{relpath}".encode()).digest()
+def lock_key(relpath: str, schema: str = "public") -> int:
+    """The advisory lock key of a stored path in the installation whose tables are in ``schema`` (signed 64-bit)."""
+    digest = hashlib.sha256(f"cxr-file:{schema}:{relpath}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
@@ -42,15 +44,19 @@ class AdvisoryLocks:
     def __init__(self, url: str | None = None) -> None:
         self._url = url
         self._conn: Connection | None = None
+        self._schema = "public"
 
     def _connection(self) -> Connection:
         if self._conn is None:
-            self._conn = get_engine(self._url).connect()
+            conn = get_engine(self._url).connect()
+            self._schema = str(conn.execute(text("SELECT current_schema()")).scalar() or "public")
+            self._conn = conn
         return self._conn
 
     def _call(self, function: str, relpath: str) -> object:
         conn = self._connection()
-        value = conn.execute(text(f"SELECT {function}(:key)"), {"key": lock_key(relpath)}).scalar()
+        key = lock_key(relpath, self._schema)
+        value = conn.execute(text(f"SELECT {function}(:key)"), {"key": key}).scalar()
         conn.commit()  # end the implicit transaction; session-level advisory locks outlive it
         return value
 

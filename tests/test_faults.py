@@ -30,9 +30,14 @@ from core.xray import diagnosis as dx
 from db import models
 from db import repository as repo
 from db.locks import AdvisoryLocks, host_locks
-from db.session import dispose_engines, session_scope
+from db.session import dispose_engines, get_engine, session_scope
 from tests.support.apptest import APP, TIMEOUT, login, texts
-from tests.support.db import TestAccount, TestDatabase
+from tests.support.db import (
+    TestAccount,
+    TestDatabase,
+    create_postgres_schema,
+    drop_postgres_schema,
+)
 from tests.support.xray_samples import PNG, PNGS, png_variant
 from ui.session import RECORD_KEYS
 
@@ -172,6 +177,36 @@ def test_a_save_on_another_host_keeps_its_files_through_the_database_lock(
         other_host.release()
     done = storage.collect_garbage(store, set, lambda _r: False, 0, remote=host_locks)
     assert done.removed == (relpath,) and not store.exists(relpath)
+
+
+def test_installations_in_two_schemas_of_one_database_never_share_a_file_lock(
+    tmp_path: Path, database: TestDatabase
+) -> None:
+    """Advisory locks are per database, not per schema: two installations in two schemas of one PostgreSQL
+    database (parallel test workers, a staging copy) have two data directories, so a save in the other schema
+    holding the same stored path must not keep this installation's failed save from removing its file."""
+    if database.backend == "sqlite":
+        pytest.skip("SQLite: no advisory locks")
+    schema, other_url = create_postgres_schema("cxr_other")
+    store = storage.FileStore(tmp_path / "data")
+    other_installation = AdvisoryLocks(other_url)
+    try:
+        with pytest.raises(Boom), storage.staged(store, lambda _r: False, remote=host_locks) as files:
+            relpath = files.put(PNGS[0].read_bytes(), storage.ORIGINALS, ".png")
+            other_installation.share(relpath)  # same path, other schema: another installation's file
+            raise Boom
+        assert not store.exists(relpath)
+        holder, prober = AdvisoryLocks(), AdvisoryLocks()  # the same schema still contends (the test above)
+        try:
+            holder.share(relpath)
+            assert not prober.try_exclusive(relpath)
+        finally:
+            holder.release()
+            prober.release()
+    finally:
+        other_installation.release()
+        get_engine(other_url).dispose()
+        drop_postgres_schema(schema)
 
 
 # ------------------------------------------------------------------ kill -9 in the middle of a save
