@@ -293,6 +293,32 @@ def test_froc_counts_false_positives_over_every_image():
     assert dm.average_precision(scored, 1) == 0.0
 
 
+def test_agnostic_ap_counts_a_box_in_the_right_place_whatever_its_class():
+    truths = [(np.array([[0, 0, 10, 10]], float), np.array([1]))]
+    preds = [(np.array([[0, 0, 10, 10]], float), np.array([0.7]), np.array([0]))]  # right place, wrong class
+    assert dm.average_precision(dm.match(preds, truths, 2), 1) == 0.0
+    assert dm.average_precision(dm.agnostic((preds, truths)), 0) == pytest.approx(1.0)
+
+
+def test_bootstrap_resamples_patients_and_brackets_the_point_figures():
+    box = np.array([[0, 0, 10, 10]], float)
+    hit = (box, np.array([0.9]), np.array([0]))
+    miss = (np.array([[50, 50, 60, 60]], float), np.array([0.95]), np.array([0]))
+    truths = [(box, np.array([0]))] * 6
+    preds = [hit, hit, hit, miss, miss, miss]
+    # patients a and b own the hits, c the misses: a patient's films always travel together
+    groups = ["a", "a", "b", "c", "c", "c"]
+    boot = dm.bootstrap(preds, truths, 1, groups, n=300, seed=1)
+    assert "over 3 patients" in str(boot["method"])
+    point = dm.average_precision(dm.match(preds, truths, 1), 0)
+    ci = boot["per_class_ap50"][0]  # type: ignore[index]
+    assert ci[0] <= point <= ci[1] and ci[0] < ci[1]
+    # every replicate draws whole patients: with the misses' patient drawn, AP < 1; never drawn, AP = 1
+    assert ci[1] == pytest.approx(1.0) and ci[0] == 0.0
+    perfect = dm.bootstrap([hit] * 4, [(box, np.array([0]))] * 4, 1, list("abcd"), n=50)
+    assert perfect["agnostic_ap50"] == [1.0, 1.0] and perfect["recall_at_fppi"]["0.05"] == [1.0, 1.0]  # type: ignore[index]
+
+
 def test_class_set_covers_every_source_label_and_fuses_duplicates():
     # A property of the training data itself, so it reads ../shared/data; everything else here uses the
     # project's own samples.

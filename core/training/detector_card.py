@@ -33,6 +33,14 @@ def _box_range(split: dict[str, Any]) -> str:
     return f"{min(counts)}-{max(counts)}" if counts else "no"
 
 
+def _ci(split: dict[str, Any], *keys: str) -> str:
+    """`` (lo-hi)`` of the bootstrap interval at ``split['ci'][keys...]``, or nothing for an older card."""
+    node: Any = split.get("ci")
+    for k in keys:
+        node = node.get(k) if isinstance(node, dict) else None
+    return f" ({node[0]:.3f}-{node[1]:.3f})" if node else ""
+
+
 def write_detector_card(card: dict[str, Any], path: Path) -> None:
     t = card["training"]
     test, val = card["metrics"]["test"], card["metrics"]["val"]
@@ -102,12 +110,26 @@ def write_detector_card(card: dict[str, Any], path: Path) -> None:
         f"{test['images']} test images counted, pooled over classes): "
         f"**{_recall(test['recall_at_fppi'])}**; mean over classes "
         f"{_recall(test['recall_at_fppi_mean_over_classes'])}.",
+        *(
+            [
+                f"Serving path, 95 % intervals from {test['ci']['method']}: AP50 mean over classes "
+                f"{test['ap50_mean']:.3f}{_ci(test, 'ap50_mean')}; class-agnostic AP50 (a box of any class "
+                f"on any finding) {_f(test.get('agnostic_ap50'))}{_ci(test, 'agnostic_ap50')}; recall at "
+                + ", ".join(
+                    f"{k} FPs/image {test['recall_at_fppi'][k]:.3f}{_ci(test, 'recall_at_fppi', k)}"
+                    for k in ("0.05", "0.1", "0.2")
+                )
+                + "."
+            ]
+            if test.get("ci")
+            else []
+        ),
         f"At the operating threshold: recall {test['at_operating_threshold']['recall']:.3f}, precision "
         f"{test['at_operating_threshold']['precision']:.3f}, "
         f"{test['at_operating_threshold']['fp_per_image']:.2f} false boxes per image.",
         "",
-        "| class | test boxes | AP50 | AP50-95 | AP50 (serving path) | recall at 0.05 / 0.1 / 0.2 FPs per "
-        "image |",
+        "| class | test boxes | AP50 | AP50-95 | AP50 (serving path, 95 % CI) | recall at 0.05 / 0.1 / 0.2 "
+        "FPs per image |",
         "|---|---|---|---|---|---|",
     ]
     for c in card["classes"]:
@@ -119,7 +141,7 @@ def write_detector_card(card: dict[str, Any], path: Path) -> None:
             continue
         lines.append(
             f"| {name} | {(s or u or {}).get('boxes', 0)} | {_f(u and u['ap50'])} | "
-            f"{_f(u and u['ap50_95'])} | {_f(s and s['ap50'])} | "
+            f"{_f(u and u['ap50_95'])} | {_f(s and s['ap50'])}{_ci(test, 'per_class_ap50', name)} | "
             f"{_recall(s['recall_at_fppi']) if s else 'n/a'} |"
         )
     lines += [

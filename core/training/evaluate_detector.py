@@ -34,6 +34,7 @@ import numpy as np
 
 import core.ml.yolo_env  # before ultralytics: offline settings
 from core import imaging
+from core.config import get_settings
 from core.ml.detector import (
     DRAWN_MIN_VAL_AP50,
     Detector,
@@ -274,10 +275,11 @@ def evaluate(
     (package / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     detector = Detector(package, runtime=runtime["serving"], threads=threads)
 
-    scored, ms = {}, {}
+    scored, ms, raw = {}, {}, {}
     for split, images in (("val", val_images), ("test", test_images)):
         preds, truths, ms[split] = serving_predictions(detector, images)
         scored[split] = dm.match(preds, truths, len(classes), iou=iou)
+        raw[split] = (preds, truths, images)
     threshold = max(dm.threshold_at_fppi(scored["val"], fppi), 0.05)
     serving = {s: serving_metrics(scored[s], classes) for s in scored}
     for s, images in (("val", val_images), ("test", test_images)):
@@ -294,6 +296,8 @@ def evaluate(
         "drawn_rule": f"classes whose validation AP50 is at least {DRAWN_MIN_VAL_AP50:g}; the others are "
         "detected but never drawn (their boxes would mostly be wrong)",
     }
+    for s, (preds, truths, images) in raw.items():
+        serving[s].update(intervals(preds, truths, images, classes, iou))
     card["metrics"] = {
         "iou": iou,
         "test": {**serving["test"], "ultralytics": ultra["test"]},
@@ -337,9 +341,50 @@ def evaluate(
     return package
 
 
+def patient_of(image: Path) -> str:
+    """NIH file names start with the patient's number (``00000150_002`` -> ``00000150``)."""
+    return image.stem.split("_")[0]
+
+
+def intervals(
+    preds: list, truths: list, images: list[Path], classes: tuple[str, ...], iou: float, n: int = 1000
+) -> dict[str, Any]:
+    """Class-agnostic AP50 and the patient-bootstrap 95 % intervals of the split's detection figures."""
+    boot = dm.bootstrap(preds, truths, len(classes), [patient_of(p) for p in images], iou=iou, n=n)
+    per_class = boot.pop("per_class_ap50")
+    assert isinstance(per_class, dict)
+    boot["per_class_ap50"] = {classes[c]: ci for c, ci in per_class.items() if ci is not None}
+    return {"agnostic_ap50": dm.average_precision(dm.agnostic((preds, truths), iou), 0), "ci": boot}
+
+
+def add_intervals(package: Path, data_yaml: Path, threads: int = 2) -> dict[str, Any]:
+    """Add the agnostic AP50 and bootstrap intervals to a published detector's card (and its MODEL_CARD.md),
+    running the serving path again on validation and test; the point figures must come out as in the card."""
+    from core.training.detector_card import write_detector_card
+
+    card = json.loads((package / "card.json").read_text())
+    detector = Detector(package, runtime=card["runtime"]["serving"], threads=threads)
+    classes = detector.classes
+    iou = float(card["metrics"]["iou"])
+    for split in ("val", "test"):
+        images = split_images(data_yaml, split)
+        preds, truths, _ = serving_predictions(detector, images)
+        scored = dm.match(preds, truths, len(classes), iou=iou)
+        again = serving_metrics(scored, classes)
+        stored = card["metrics"][split]
+        if abs(again["ap50_mean"] - stored["ap50_mean"]) > 1e-6:
+            raise ValueError(
+                f"{split}: serving AP50 mean {again['ap50_mean']:.4f} differs from the card's "
+                f"{stored['ap50_mean']:.4f}; is {data_yaml} the data set it was evaluated on?"
+            )
+        stored.update(intervals(preds, truths, images, classes, iou))
+    (package / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    write_detector_card(card, package / "MODEL_CARD.md")
+    return card
+
+
 def publish(package: Path, version: str, activate: bool = True, models_dir: Path | None = None) -> Path:
     """Copy ``package`` to ``models/detector/<version>`` and (optionally) make it the active detector."""
-    from core.config import get_settings
     from core.ml.registry import set_active
     from core.training.detector_card import write_detector_card
 
@@ -361,7 +406,14 @@ def publish(package: Path, version: str, activate: bool = True, models_dir: Path
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path, help="a train_detector run folder")
+    parser.add_argument(
+        "run", type=Path, help="a train_detector run folder (with --intervals: a published one)"
+    )
+    parser.add_argument(
+        "--intervals",
+        action="store_true",
+        help="add the class-agnostic AP50 and bootstrap 95%% intervals to the published detector RUN's card",
+    )
     parser.add_argument("--data", type=Path, default=None, help="data.yaml (default: the one it trained on)")
     parser.add_argument("--publish", metavar="VERSION", default=None, help="copy to models/detector/VERSION")
     parser.add_argument("--no-activate", action="store_true", help="publish without making it active")
@@ -377,6 +429,15 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m core.training.evaluate_detector " + shlex.join(
         argv if argv is not None else sys.argv[1:]
     )
+    if args.intervals:
+        data_yaml = args.data or get_settings().var_dir / "datasets" / "nih_boxes" / "data.yaml"
+        card = add_intervals(args.run, data_yaml, threads=args.threads)
+        test = card["metrics"]["test"]
+        print(
+            f"test AP50 mean {test['ap50_mean']:.3f} {test['ci']['ap50_mean']}, agnostic "
+            f"{test['agnostic_ap50']:.3f} {test['ci']['agnostic_ap50']}; card updated: {args.run}"
+        )
+        return 0
     package = evaluate(
         args.run,
         args.data,
