@@ -45,6 +45,18 @@ class Split:
         return len(self.labels)
 
 
+def read_patient_list(path: Path) -> set[str]:
+    """Patient ids, one a line (blank lines and ``#`` comments ignored), as strings."""
+    lines = (line.split("#", 1)[0].strip() for line in Path(path).read_text().splitlines())
+    return {line for line in lines if line}
+
+
+def without_patients(split: Split, patients: set[str]) -> Split:
+    """``split`` less every image of the given patients (ids compared as strings)."""
+    keep = ~np.isin(split.patient_ids.astype(str), sorted(patients))
+    return Split(split.images[keep], split.labels[keep], split.patient_ids[keep], split.image_index[keep])
+
+
 def read_table(data_dir: Path) -> pd.DataFrame:
     """labels.csv without the rows that duplicate another row's image."""
     table = pd.read_csv(data_dir / "nih14" / "labels.csv")

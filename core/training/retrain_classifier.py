@@ -1,6 +1,6 @@
 """Fine-tune the active classifier on its NIH training split plus doctors' reviewed studies; publish a candidate.
 
-    python -m core.training.retrain_classifier EXPORT_DIR [--epochs 2] [--version NAME]
+    python -m core.training.retrain_classifier EXPORT_DIR [--epochs 2] [--version NAME] [--exclude-patients FILE]
 
 1. Starts from the weights of the active classifier (``--parent`` names another version).
 2. Trains on the NIH train split plus the export's reviewed studies (``core.training.corrections_data``),
@@ -9,6 +9,8 @@
    guessed; a label the doctor accepted unchanged from the model's suggestion weighs ``--accepted-weight``
    (default 0.5; 1 treats it as set, 0 ignores it), a label the doctor set weighs 1.
    Studies whose image is an NIH validation or test image are dropped and counted (leakage).
+   ``--exclude-patients FILE`` leaves those patients' films out of the NIH rows (the parent never saw them:
+   ``core.training.learning_loop``'s hold-out, which reaches the retraining only as reviewed studies).
 3. Keeps the epoch with the best validation mean AUC (the parent itself counts as epoch 0, so a fine-tune
    that does not help on validation keeps the parent's weights), then runs the same evaluation as the first model
    (``core.training.evaluate_classifier``: calibration and thresholds on val, AUC with bootstrap CIs on the
@@ -48,7 +50,14 @@ from core.training.corrections_data import (
     read_export,
     retraining_record,
 )
-from core.training.nih14 import FINDINGS, Split, dataset_hash, load_splits
+from core.training.nih14 import (
+    FINDINGS,
+    Split,
+    dataset_hash,
+    load_splits,
+    read_patient_list,
+    without_patients,
+)
 from core.training.train_classifier import BestValAUC, augmenter, mean_auc
 
 log = logging.getLogger("retrain_classifier")
@@ -149,6 +158,7 @@ def retrain(
     limit: int = 0,
     version: str | None = None,
     command: str = "",
+    exclude_patients: Path | None = None,
 ) -> Path:
     """Fine-tune, evaluate and publish; returns the new version's folder."""
     settings = get_settings()
@@ -168,6 +178,9 @@ def retrain(
     t_start = time.perf_counter()
     splits = load_splits(settings.shared_data_dir, size, cache_dir=settings.var_dir / "cache")
     train_split, val_split = splits["train"], splits["val"]
+    excluded = read_patient_list(exclude_patients) if exclude_patients else set()
+    if excluded:  # films the parent never saw (the learning loop's hold-out) stay out of the NIH rows
+        train_split = without_patients(train_split, excluded)
     if limit:
         train_split = Split(
             *(
@@ -250,6 +263,11 @@ def retrain(
     published["retraining"] = retraining_record(export, reviewed, repeat, t_start)
     published["retraining"]["accepted_weight"] = accepted_weight
     published["retraining"]["label_sources"] = reviewed.source_counts()
+    if excluded:
+        published["retraining"]["excluded_patients"] = {
+            "file": str(exclude_patients),
+            "patients": len(excluded),
+        }
     (target / "card.json").write_text(json.dumps(published, indent=2))
     from core.training.model_card import write_classifier_card
 
@@ -280,6 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--limit", type=int, default=0, help="only the first N NIH train/val images (smoke tests)")
     p.add_argument("--version", help="name of the new version (default: <parent>-ft<UTC time>)")
+    p.add_argument(
+        "--exclude-patients",
+        type=Path,
+        help="file of patient ids (one a line) whose NIH train films are left out of the NIH rows",
+    )
     p.add_argument("--out", type=Path, help="run folder (default: var/runs/retrain-<version>)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -303,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         limit=args.limit,
         version=version,
         command=command,
+        exclude_patients=args.exclude_patients,
     )
     return 0
 

@@ -26,7 +26,14 @@ from sklearn.metrics import roc_auc_score
 
 from core.config import get_settings
 from core.training import effnet_lite
-from core.training.nih14 import FINDINGS, Split, dataset_hash, load_splits
+from core.training.nih14 import (
+    FINDINGS,
+    Split,
+    dataset_hash,
+    load_splits,
+    read_patient_list,
+    without_patients,
+)
 
 log = logging.getLogger("train_classifier")
 
@@ -162,6 +169,14 @@ def train(args: argparse.Namespace) -> dict:
     t_start = time.perf_counter()
     splits = load_splits(data_dir, args.size, cache_dir=settings.var_dir / "cache")
     train_split = splits["train"]
+    excluded = read_patient_list(Path(args.exclude_patients)) if args.exclude_patients else set()
+    if excluded:
+        before = len(train_split)
+        train_split = without_patients(train_split, excluded)
+        print(
+            f"excluded {before - len(train_split)} train images of {len(excluded)} listed patients",
+            flush=True,
+        )
     if args.limit:
         train_split = Split(
             *(
@@ -242,6 +257,8 @@ def train(args: argparse.Namespace) -> dict:
         "data_sha256": None if args.limit else dataset_hash(data_dir),
         "command": "python -m core.training.train_classifier " + " ".join(args.argv),
     }
+    if excluded:
+        record["excluded_patients"] = {"file": str(args.exclude_patients), "patients": len(excluded)}
     (out / "train.json").write_text(json.dumps(record, indent=2))
     print(
         f"best val mean AUC {tracker.best:.4f} at epoch {tracker.best_epoch}; "
@@ -263,6 +280,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--limit", type=int, default=0, help="use only the first N train/val images (smoke tests)")
     p.add_argument("--data-dir", default=None, help="folder holding nih14/ (default: settings)")
+    p.add_argument(
+        "--exclude-patients",
+        default=None,
+        help="file of patient ids (one a line) whose train images are left out (the learning-loop hold-out)",
+    )
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     args.argv = list(argv) if argv is not None else __import__("sys").argv[1:]
