@@ -190,6 +190,19 @@ def test_a_tiny_loop_runs_the_product_path_end_to_end_in_a_scratch_installation(
     reviews = [json.loads(x) for x in (out / "reviews.jsonl").read_text().splitlines()]
     held = set((out / "holdout_patients.txt").read_text().split())
     assert len(reviews) == 3 and all(r["patient"].removeprefix("NIH-") in held for r in reviews)
+    # the same films again, the fine-tune's own best epoch kept even where M0 scores higher on validation
+    again = subprocess.run(
+        [*command[:-4], "--sizes", "3", "--controls", "--no-parent-epoch"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    arm = json.loads((out / "results.json").read_text())["arms"]["3-np"]
+    assert arm["best_epoch"] >= 1 and arm["parent_is_a_candidate"] is False
+    assert arm["reviewed_studies_used"] == 3
     # the scratch installation is where everything went: the project's registry is untouched
     assert (ROOT / "models" / "registry.json").read_bytes() == registry
     assert (out / "install" / "models" / "classifier" / "loop-m0-ft-3" / "card.json").exists()

@@ -392,9 +392,10 @@ def run_arm(
     from core.config import get_settings
     from core.training.nih14 import FINDINGS
 
-    entry = results.data["arms"].setdefault(arm, {})
+    key = f"{arm}-np" if args.no_parent_epoch else arm
+    entry = results.data["arms"].setdefault(key, {})
     if entry.get("done"):
-        log(f"arm {arm}: done earlier; skipped")
+        log(f"arm {key}: done earlier; skipped")
         return
     t0 = time.perf_counter()
     settings = get_settings()
@@ -405,7 +406,7 @@ def run_arm(
             raise SystemExit("the shuffled control needs the 'all' arm's export first")
         if not export.exists():
             shuffled_export(source, export, FINDINGS, args.seed)
-        entry["films"] = results.data["arms"]["all"]["films"]
+        entry["films"] = len(films)
     else:
         k = len(films) if arm == "all" else int(arm)
         entry["films"] = min(k, len(films))
@@ -421,18 +422,20 @@ def run_arm(
     entry["exported_studies"] = (
         len(pd.read_csv(export / "labels.csv")) if (export / "labels.csv").exists() else 0
     )
-    version = f"{M0_VERSION}-ft-{arm}"
+    version = f"{M0_VERSION}-ft-{key}"
     t_retrain = time.perf_counter()
     if not (settings.models_dir / "classifier" / version / "card.json").exists():
-        run_dir = out / "runs" / f"retrain-{arm}"
+        run_dir = out / "runs" / f"retrain-{key}"
         shutil.rmtree(run_dir, ignore_errors=True)
         command = [
             sys.executable, "-m", "core.training.retrain_classifier", str(export),
             "--parent", M0_VERSION, "--version", version, "--exclude-patients", str(ctx["holdout_file"]),
             "--out", str(run_dir), "--epochs", str(args.retrain_epochs),
-        ] + (["--limit", str(args.limit)] if args.limit else [])  # fmt: skip
-        if run(command, out / f"retrain-{arm}.log"):
-            raise SystemExit(f"retraining failed: see {out / f'retrain-{arm}.log'}")
+        ] + (["--limit", str(args.limit)] if args.limit else []) + (
+            ["--no-parent-epoch"] if args.no_parent_epoch else []
+        )  # fmt: skip
+        if run(command, out / f"retrain-{key}.log"):
+            raise SystemExit(f"retraining failed: see {out / f'retrain-{key}.log'}")
     entry["retrain_minutes"] = round((time.perf_counter() - t_retrain) / 60, 1)
     card = json.loads((settings.models_dir / "classifier" / version / "card.json").read_text())
     entry["version"] = version
@@ -441,6 +444,8 @@ def run_arm(
     entry["card_test_mean_auc"] = card["metrics"]["test"]["mean_auc"]
     entry["card_test_mean_auc_ci95"] = card["metrics"]["test"]["mean_auc_ci95"]
     entry["best_epoch"] = card["training"]["best_epoch"]
+    entry["parent_is_a_candidate"] = not args.no_parent_epoch
+    entry["val_history"] = [round(h["val_mean_auc"], 4) for h in card["training"]["history"]]
     entry["val_mean_auc"] = {
         "parent": card["training"]["parent_val_mean_auc"],
         "best": card["training"]["best_val_mean_auc"],
@@ -453,7 +458,7 @@ def run_arm(
     results.save()
     g = entry["test"]["gain"]
     log(
-        f"arm {arm}: {entry['reviewed_studies_used']} reviewed films; test mean AUC gain over M0 "
+        f"arm {key}: {entry['reviewed_studies_used']} reviewed films; test mean AUC gain over M0 "
         f"{g['overall']['value']:+.4f} {g['overall']['ci95']}, source-balanced {g['source_balanced']['value']:+.4f} "
         f"{g['source_balanced']['ci95']}; promotion {'accepted' if entry['promotion']['accepted'] else 'refused'}; "
         f"{entry['minutes']} min"
@@ -474,13 +479,23 @@ def markdown_table(data: dict[str, Any]) -> str:
     )
     head = ["arm", "reviewed films used", "test mean AUC (M0 -> new)", "gain, all films (95 % CI)"]
     head += [f"gain within {s.split('/')[0]}" for s in sources]
-    head += ["gain, source-balanced (95 % CI)", "best epoch", "promotion", "minutes"]
+    head += [
+        "gain, source-balanced (95 % CI)",
+        "val mean AUC: M0 -> kept",
+        "kept epoch",
+        "promotion",
+        "minutes",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, arm in data["arms"].items():
         if "test" not in arm:
             continue
         g, m = arm["test"]["gain"], arm["test"]["mean_auc"]
-        label = {"0": "control: 0 films", "shuffled": "control: all films, labels shuffled"}.get(name, name)
+        base = name.removesuffix("-np")
+        label = {"0": "control: 0 films", "shuffled": "control: all films, labels shuffled"}.get(base, base)
+        label += (
+            ", best fine-tuned epoch" if name.endswith("-np") else ", product (parent kept unless beaten)"
+        )
         row = [
             label,
             str(arm["reviewed_studies_used"]),
@@ -488,6 +503,7 @@ def markdown_table(data: dict[str, Any]) -> str:
             _ci(g["overall"]),
             *(_ci(g["per_source"].get(s)) for s in sources),
             _ci(g["source_balanced"]),
+            f"{arm['val_mean_auc']['parent']:.3f} -> {arm['val_mean_auc']['best']:.3f}",
             str(arm["best_epoch"]),
             "accepted" if arm["promotion"]["accepted"] else "refused",
             str(arm["minutes"]),
@@ -509,6 +525,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--m0-epochs", type=int, default=8)
     p.add_argument("--retrain-epochs", type=int, default=2)
     p.add_argument("--seed", type=int, default=2026)
+    p.add_argument(
+        "--no-parent-epoch",
+        action="store_true",
+        help="retrain with --no-parent-epoch (arms '<name>-np'): measures what the fine-tune learned even where "
+        "the product would keep M0",
+    )
     p.add_argument(
         "--limit", type=int, default=0, help="smoke test: N NIH rows for training and N held-out films"
     )

@@ -12,7 +12,8 @@
    ``--exclude-patients FILE`` leaves those patients' films out of the NIH rows (the parent never saw them:
    ``core.training.learning_loop``'s hold-out, which reaches the retraining only as reviewed studies).
 3. Keeps the epoch with the best validation mean AUC (the parent itself counts as epoch 0, so a fine-tune
-   that does not help on validation keeps the parent's weights), then runs the same evaluation as the first model
+   that does not help on validation keeps the parent's weights; ``--no-parent-epoch`` leaves it out, to measure
+   what the fine-tune learned), then runs the same evaluation as the first model
    (``core.training.evaluate_classifier``: calibration and thresholds on val, AUC with bootstrap CIs on the
    fixed test split) and publishes ``models/classifier/<version>/`` with its card. It is **not** made active:
    promotion is an admin's decision on the Models page (``core.ml.registry.promote``), which refuses a
@@ -159,6 +160,7 @@ def retrain(
     version: str | None = None,
     command: str = "",
     exclude_patients: Path | None = None,
+    keep_parent: bool = True,
 ) -> Path:
     """Fine-tune, evaluate and publish; returns the new version's folder."""
     settings = get_settings()
@@ -222,8 +224,12 @@ def retrain(
     # the parent is epoch 0: a fine-tune that never beats it on validation keeps the parent's weights
     x_val = val_split.images[..., None].astype(np.float32) / 255.0
     baseline, _ = mean_auc(val_split.labels, train_model.predict(x_val, batch_size=batch, verbose=0))
-    tracker.best, tracker.best_epoch, tracker.best_weights = baseline, 0, train_model.get_weights()
-    print(f"epoch 0/{epochs} (the parent) val mean AUC {baseline:.4f}", flush=True)
+    if keep_parent:
+        tracker.best, tracker.best_epoch, tracker.best_weights = baseline, 0, train_model.get_weights()
+    print(
+        f"epoch 0/{epochs} (the parent{'' if keep_parent else ', not a candidate'}) val mean AUC {baseline:.4f}",
+        flush=True,
+    )
     t_fit = time.perf_counter()
     train_model.fit(_dataset(x, y, batch, seed), epochs=epochs, callbacks=[tracker], verbose=0)
     fit_seconds = time.perf_counter() - t_fit
@@ -243,6 +249,7 @@ def retrain(
         "best_epoch": tracker.best_epoch,
         "best_val_mean_auc": tracker.best,
         "parent_val_mean_auc": baseline,
+        "parent_is_a_candidate": keep_parent,
         "batchnorm": "frozen (running statistics of the parent)",
         "history": tracker.history,
         "train_images": int(len(x)),
@@ -303,6 +310,13 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="file of patient ids (one a line) whose NIH train films are left out of the NIH rows",
     )
+    p.add_argument(
+        "--no-parent-epoch",
+        dest="keep_parent",
+        action="store_false",
+        help="the best fine-tuned epoch on validation even if the parent scored higher (a measurement of what "
+        "the fine-tune learned; by default the parent is epoch 0 and kept when no epoch beats it)",
+    )
     p.add_argument("--out", type=Path, help="run folder (default: var/runs/retrain-<version>)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -327,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         version=version,
         command=command,
         exclude_patients=args.exclude_patients,
+        keep_parent=args.keep_parent,
     )
     return 0
 
