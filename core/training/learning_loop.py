@@ -465,6 +465,26 @@ def run_arm(
     )
 
 
+def versus_zero_control(results: Results, ctx: dict, models_dir: Path) -> None:
+    """Each arm against the zero-film control of the same kind (paired on the test films): the effect of the
+    reviewed films net of the fine-tune itself (for product arms the control is M0's own weights)."""
+    arms = results.data["arms"]
+    for zero_key in ("0", "0-np"):
+        zero = arms.get(zero_key)
+        if not (zero and zero.get("done")):
+            continue
+        zero_reads = test_reads(zero["version"], models_dir, ctx["data_dir"], ctx["cache_dir"])
+        for key, arm in arms.items():
+            if key != zero_key and arm.get("done") and key.endswith("-np") == zero_key.endswith("-np"):
+                reads = test_reads(arm["version"], models_dir, ctx["data_dir"], ctx["cache_dir"])
+                arm["test_vs_zero_control"] = compare_on_test(reads, zero_reads)["gain"]
+                g = arm["test_vs_zero_control"]
+                log(
+                    f"arm {key} vs {zero_key}: {_ci(g['overall'])}, source-balanced {_ci(g['source_balanced'])}"
+                )
+    results.save()
+
+
 def _ci(entry: dict[str, Any] | None) -> str:
     if not entry or entry.get("value") is None:
         return "-"
@@ -603,6 +623,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     for arm in arm_names(args.sizes, args.controls):
         run_arm(arm, films, args, out, results, ctx)
+    versus_zero_control(results, ctx, settings.models_dir)
     results.data["total_minutes_this_run"] = round((time.perf_counter() - t_start) / 60, 1)
     results.save()
     (out / "table.md").write_text(markdown_table(results.data))
