@@ -439,6 +439,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--card", help="GAN model folder whose MODEL_CARD.md / card.json get the table")
     p.add_argument("--report-only", action="store_true", help="measure the runs in --work; train nothing")
     p.add_argument("--data-dir", default=None)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="TensorFlow intra-op threads (0: its default; 1 on a shared machine)",
+    )
     args = p.parse_args(argv)
     args.argv = list(argv) if argv is not None else __import__("sys").argv[1:]
     return args
@@ -446,8 +452,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    if args.threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # TensorFlow already ran in this process (a test session): keep its threads
+            log.warning("TensorFlow is already initialised; --threads %d ignored", args.threads)
     settings = get_settings()
     data_dir = Path(args.data_dir) if args.data_dir else settings.shared_data_dir
     splits = load_splits(data_dir, SIZE, cache_dir=settings.var_dir / "cache")
