@@ -9,7 +9,8 @@
 # 2. fit_film_check: what is refused or turned back (its own fit on this network's features)
 # 3. fit_abnormality + evaluate_triage: triage-v4's abnormality weights (train) and routine cut (val)
 # 4. evaluate_heatmaps: which findings' heat maps may be offered (pointing game, val)
-# 5. evaluate_tta: test-time rotations and the ensemble with the active classifier, chosen on val
+# 5. evaluate_tta: the new version, the active one and their mean, chosen on val (TTA="plain rot6" adds
+#    test-time rotations: each candidate costs a paired bootstrap, minutes on 2 cores)
 # It never makes the version active: promotion is an admin's audited act
 # (`python -m core models promote classifier VERSION --user ADMIN`, refused if it measures worse).
 set -euo pipefail
@@ -26,5 +27,5 @@ step "$PY" -m core.training.fit_film_check --model "$MODEL" --write
 step "$PY" -m core.training.fit_abnormality --model "$MODEL" --write-card
 step "$PY" -m core.training.evaluate_triage --model "$MODEL" --write-card
 step "$PY" -m core.training.evaluate_heatmaps --model "$MODEL" --write-card
-step "$PY" -m core.training.evaluate_tta --model "$MODEL" --model "$ACTIVE" --write-card
+step "$PY" -m core.training.evaluate_tta --model "$MODEL" --model "$ACTIVE" --candidates ${TTA:-plain} --write-card
 echo "published $MODEL (not active); compare and promote: python -m core models promote classifier $VERSION --user ADMIN"

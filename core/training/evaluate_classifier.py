@@ -297,7 +297,9 @@ def evaluate(run: Path) -> dict:
         variances=scope.variances,
         residual_variance=np.float32(scope.residual_variance),
     )
-    np.save(run / "cam_weights.npy", model.get_layer("logits").get_weights()[0].astype(np.float32))
+    from core.training.ensemble import logits_layer  # imports Keras: only when evaluating
+
+    np.save(run / "cam_weights.npy", logits_layer(model).get_weights()[0].astype(np.float32))
     reliability_plot(y_test, raw["test"][0], p_test, run / "reliability.png")
     print(
         f"{run.name}: val mean AUC {val_auc['mean_auc']:.3f}; test mean AUC {test_auc['mean_auc']:.3f} "
