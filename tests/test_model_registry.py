@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from core.__main__ import main
 from core.auth import AuthenticatedUser
+from core.config import PROJECT_ROOT
 from core.errors import ConflictError, PermissionDenied, ValidationError
 from core.ml import inference
 from core.ml import promotion as mp
@@ -417,3 +418,16 @@ def test_cli_promote(
     rows = audit_rows()
     assert [r.action for r in rows] == ["promote_refused", "promote"]
     assert rows[-1].after is not None and rows[-1].after["override_reason"] == REASON
+
+
+def test_the_comparison_shows_the_worklist_each_committed_classifier_makes() -> None:
+    """A better reader of findings can still send fewer normal films to routine (each version's routine cut is
+    refitted for it): the admin sees both worklists beside the headline metric."""
+    committed = PROJECT_ROOT / "models"
+    comparison = mr.compare("classifier", "cxr14-ens-lite0-lite2-260-v1", "cxr14-lite0-224-v1", committed)
+    assert comparison.verdict == "better"
+    note = next(n for n in comparison.notes if n.startswith("Worklist"))
+    assert "No Finding films that are routine 48% -> 41%" in note
+    assert "urgent-finding films not routine 97% -> 99%" in note
+    detectors = mr.compare("detector", "det-yolo11n-320-v1", "det-yolov5nu-coco-384-v1", committed)
+    assert not any(n.startswith("Worklist") for n in detectors.notes)

@@ -184,6 +184,8 @@ class ModelVersion:
     test_images: int | None = None
     test_split_sha256: str | None = None
     card_version: str | None = field(default=None, repr=False)  # what diagnoses made by it will record
+    # the worklist it makes on the test split with its own triage fit (card ``triage_evaluation``): figure -> share
+    worklist: tuple[tuple[str, float], ...] = ()
 
     def finding_values(self) -> dict[str, float]:
         """Per-finding (per-class) test metric, in card order."""
@@ -294,7 +296,34 @@ def load_version(kind: str, folder: Path, active: str | None) -> ModelVersion:
         test_images=images if isinstance(images, int) and not isinstance(images, bool) else None,
         test_split_sha256=str(split_hash) if split_hash else None,
         card_version=str(card["version"]) if card.get("version") else None,
+        worklist=_worklist(card),
     )
+
+
+#: The worklist figures an admin weighs beside the headline metric (a better reader of findings can still
+#: send fewer normal films to routine, because each version's routine cut is refitted for it).
+WORKLIST_FIGURES = ("No Finding films that are routine", "urgent-finding films not routine")
+
+
+def _worklist(card: Mapping[str, Any]) -> tuple[tuple[str, float], ...]:
+    rows = _dig(card, ("triage_evaluation", "triage"))
+    found: dict[str, float] = {}
+    for row in rows if isinstance(rows, list) else ():
+        if isinstance(row, Mapping) and row.get("name") in WORKLIST_FIGURES:
+            value = _number(_dig(row, ("overall", "value")))
+            if value is not None:
+                found[str(row["name"])] = value
+    return tuple((name, found[name]) for name in WORKLIST_FIGURES if name in found)
+
+
+def worklist_note(candidate: ModelVersion, against: ModelVersion) -> str | None:
+    """One line comparing the two versions' worklists on the test split, when both cards measure them."""
+    a, c = dict(against.worklist), dict(candidate.worklist)
+    shared = [name for name in WORKLIST_FIGURES if name in a and name in c]
+    if not shared:
+        return None
+    parts = "; ".join(f"{name} {a[name]:.0%} -> {c[name]:.0%}" for name in shared)
+    return f"Worklist on the test split, each with its own triage fit ({against.version} -> {candidate.version}): {parts}."
 
 
 def get_version(kind: str, version: str, models_dir: Path | None = None) -> ModelVersion:
@@ -428,6 +457,8 @@ def compare_versions(candidate: ModelVersion, against: ModelVersion | None) -> C
     if against is None:
         return Comparison(kind, candidate, None, None, "no active version")
     unfair, notes = _fairness(candidate, against) if against.version != candidate.version else ((), ())
+    worklist = worklist_note(candidate, against) if against.version != candidate.version else None
+    notes = (*notes, worklist) if worklist else notes
     if candidate.value is None or against.value is None:
         return Comparison(kind, candidate, against, None, "unmeasured", not unfair, unfair, notes)
     delta = candidate.value - against.value
