@@ -227,6 +227,18 @@ def _auc(y: np.ndarray, s: np.ndarray) -> float | None:
     return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else None
 
 
+def difference(
+    a: Callable[[np.ndarray], float | None], b: Callable[[np.ndarray], float | None]
+) -> Callable[[np.ndarray], float | None]:
+    """The statistic ``a - b`` on the same drawn films (None where either is undefined): paired figures."""
+
+    def stat(i: np.ndarray) -> float | None:
+        x, y = a(i), b(i)
+        return None if x is None or y is None else x - y
+
+    return stat
+
+
 def _fraction(hit: np.ndarray, among: np.ndarray) -> float | None:
     return float(hit[among].mean()) if among.any() else None
 
@@ -238,7 +250,7 @@ def _within(
     return lambda b: stat(idx[b])
 
 
-def _measure(
+def measure(
     name: str,
     stat: Callable[[np.ndarray], float | None],
     n: int,
@@ -298,7 +310,7 @@ def triage_figures(
         ),
     ]
     return [
-        _measure(n, s, len(level), reads.patients, reads.sources, seed) for seed, (n, s) in enumerate(stats)
+        measure(n, s, len(level), reads.patients, reads.sources, seed) for seed, (n, s) in enumerate(stats)
     ]
 
 
@@ -328,38 +340,27 @@ def paired_differences(
     nf, urg, abn = grp == NF, grp == URGENT_GROUP, grp != NF
     r_new, r_old = level_new == "routine", level_old == "routine"
 
-    def diff(
-        a: Callable[[np.ndarray], float | None], b: Callable[[np.ndarray], float | None]
-    ) -> Callable[[np.ndarray], float | None]:
-        def stat(i: np.ndarray) -> float | None:
-            x, y = a(i), b(i)
-            return None if x is None or y is None else x - y
-
-        return stat
-
     stats: list[tuple[str, Callable[[np.ndarray], float | None]]] = [
         (
             "No Finding films that are routine",
-            diff(lambda i: _fraction(r_new[i], nf[i]), lambda i: _fraction(r_old[i], nf[i])),
+            difference(lambda i: _fraction(r_new[i], nf[i]), lambda i: _fraction(r_old[i], nf[i])),
         ),
         (
             "urgent-finding films that are routine",
-            diff(lambda i: _fraction(r_new[i], urg[i]), lambda i: _fraction(r_old[i], urg[i])),
+            difference(lambda i: _fraction(r_new[i], urg[i]), lambda i: _fraction(r_old[i], urg[i])),
         ),
         (
             "abnormal films that are routine",
-            diff(lambda i: _fraction(r_new[i], abn[i]), lambda i: _fraction(r_old[i], abn[i])),
+            difference(lambda i: _fraction(r_new[i], abn[i]), lambda i: _fraction(r_old[i], abn[i])),
         ),
         (
             "abnormality score AUC (abnormal vs No Finding)",
-            diff(
+            difference(
                 lambda i: _auc(abn[i].astype(int), abn_new[i]), lambda i: _auc(abn[i].astype(int), abn_old[i])
             ),
         ),
     ]
-    return [
-        _measure(n, s, len(grp), reads.patients, reads.sources, 200 + k) for k, (n, s) in enumerate(stats)
-    ]
+    return [measure(n, s, len(grp), reads.patients, reads.sources, 200 + k) for k, (n, s) in enumerate(stats)]
 
 
 def nih_prevalence(data_dir: Path, urgent: Sequence[str]) -> dict[str, float]:
@@ -382,7 +383,7 @@ def per_finding_auc(classifier: Classifier, reads: Reads) -> dict[str, Any]:
         def stat(i: np.ndarray, y: np.ndarray = y, p: np.ndarray = p) -> float | None:
             return _auc(y[i], p[i]) if y[i].sum() >= 3 else None
 
-        out[name] = _measure(name, stat, len(y), reads.patients, reads.sources, seed=100 + k)
+        out[name] = measure(name, stat, len(y), reads.patients, reads.sources, seed=100 + k)
         out[name]["positives"] = int(y.sum())
     return out
 

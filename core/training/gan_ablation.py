@@ -31,7 +31,6 @@ import argparse
 import json
 import logging
 import os
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,12 +44,12 @@ import torch
 from scipy.stats import rankdata
 
 from core.config import get_settings
-from core.training import cgan
+from core.training import cgan, evaluate_triage
 from core.training.evaluate_classifier import predict
-from core.training.evaluate_triage import _measure
+from core.training.evaluate_triage import difference
 from core.training.model_card import put_section
 from core.training.nih14 import FINDINGS, Split, dataset_hash, load_splits, read_table
-from core.training.train_classifier import BestValAUC, build_classifier, make_dataset, weighted_bce
+from core.training.train_classifier import build_classifier, fit
 
 log = logging.getLogger("gan_ablation")
 
@@ -111,30 +110,7 @@ def fit_and_score(train: Split, val: Split, test: Split, args: argparse.Namespac
     epoch) at 64 px; returns the test scores and the run's record."""
     keras.utils.set_random_seed(seed)
     train_model, inference_model = build_classifier(args.variant, SIZE, pretrained=not args.scratch)
-    steps = int(np.ceil(len(train) / args.batch))
-    total = steps * args.epochs
-    warmup = min(steps, total // 4)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=args.lr / 10,
-        decay_steps=max(1, total - warmup),
-        alpha=0.01,
-        warmup_target=args.lr,
-        warmup_steps=warmup,
-    )
-    train_model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=args.weight_decay),
-        loss=weighted_bce(train.labels),
-    )
-    tracker = BestValAUC(val, args.batch, args.epochs)
-    t0 = time.perf_counter()
-    train_model.fit(
-        make_dataset(train, args.batch, training=True, seed=seed),
-        epochs=args.epochs,
-        callbacks=[tracker],
-        verbose=0,
-    )
-    seconds = time.perf_counter() - t0
-    train_model.set_weights(tracker.best_weights)
+    tracker, seconds = fit(train_model, train, val, args, seed)
     scores, _ = predict(inference_model, test, args.batch)
     return {
         "scores": scores,
@@ -208,16 +184,6 @@ def _mean_auc(y: np.ndarray, s: np.ndarray, findings: Sequence[int]) -> Callable
     return stat
 
 
-def _minus(
-    a: Callable[[np.ndarray], float | None], b: Callable[[np.ndarray], float | None]
-) -> Callable[[np.ndarray], float | None]:
-    def stat(i: np.ndarray) -> float | None:
-        x, z = a(i), b(i)
-        return None if x is None or z is None else x - z
-
-    return stat
-
-
 def load_runs(work: Path) -> dict[str, dict[int, dict[str, Any]]]:
     runs: dict[str, dict[int, dict[str, Any]]] = {}
     for path in sorted(work.glob("*-seed*.npz")):
@@ -251,12 +217,14 @@ def measure(runs: dict, test: Split, sources: np.ndarray, rare: list[int]) -> di
                 "per_seed": per_seed,
                 "seed_mean": float(np.mean(known)) if known else None,
                 "seed_sd": float(np.std(known, ddof=1)) if len(known) > 1 else None,
-                "seed_averaged": _measure(name, make(y, averaged[arm]), len(y), patients, sources, seed=j),
+                "seed_averaged": evaluate_triage.measure(
+                    name, make(y, averaged[arm]), len(y), patients, sources, seed=j
+                ),
             }
             if arm != "real" and "real" in arms:
-                row[f"{arm} - real"] = _measure(
+                row[f"{arm} - real"] = evaluate_triage.measure(
                     name,
-                    _minus(make(y, averaged[arm]), make(y, averaged["real"])),
+                    difference(make(y, averaged[arm]), make(y, averaged["real"])),
                     len(y),
                     patients,
                     sources,

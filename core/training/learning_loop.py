@@ -292,13 +292,13 @@ def paired_gain_stat(new: Any, old: Any) -> Callable[[np.ndarray], float | None]
 
 def compare_on_test(new: Any, old: Any) -> dict[str, Any]:
     """Test mean AUC of each model (overall, per source, source-balanced) and the paired gain with 95 % CIs
-    (one bootstrap over test patients draws both models' films; ``evaluate_triage._measure``)."""
-    from core.training.evaluate_triage import _measure
+    (one bootstrap over test patients draws both models' films; ``evaluate_triage.measure``)."""
+    from core.training.evaluate_triage import measure
 
     if not (np.array_equal(new.labels, old.labels) and np.array_equal(new.patients, old.patients)):
         raise ValueError("the two reads are not of the same films")
     n = len(old.labels)
-    gain = _measure("test mean AUC gain", paired_gain_stat(new, old), n, old.patients, old.sources, seed=300)
+    gain = measure("test mean AUC gain", paired_gain_stat(new, old), n, old.patients, old.sources, seed=300)
     absolute = {}
     for name, reads in (("new", new), ("old", old)):
         stat = mean_auc_stat(reads)

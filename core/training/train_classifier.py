@@ -160,6 +160,40 @@ class BestValAUC(keras.callbacks.Callback):
         )
 
 
+def fit(
+    train_model: keras.Model, train: Split, val: Split, args: argparse.Namespace, seed: int
+) -> tuple[BestValAUC, float]:
+    """The recipe: AdamW (``args.lr``, ``args.weight_decay``) with a one-epoch warm-up from a tenth of the rate
+    then cosine decay, weighted BCE, the augmentation above, ``args.epochs`` epochs of ``args.batch``; the
+    weights of the best validation epoch are restored. Returns the tracker (history, best epoch) and the fit
+    time in seconds."""
+    steps = int(np.ceil(len(train) / args.batch))
+    total = steps * args.epochs
+    warmup = min(steps, total // 4)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=args.lr / 10,
+        decay_steps=max(1, total - warmup),
+        alpha=0.01,
+        warmup_target=args.lr,
+        warmup_steps=warmup,
+    )
+    train_model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=args.weight_decay),
+        loss=weighted_bce(train.labels),
+    )
+    tracker = BestValAUC(val, args.batch, args.epochs)
+    t0 = time.perf_counter()
+    train_model.fit(
+        make_dataset(train, args.batch, training=True, seed=seed),
+        epochs=args.epochs,
+        callbacks=[tracker],
+        verbose=0,
+    )
+    seconds = time.perf_counter() - t0
+    train_model.set_weights(tracker.best_weights)
+    return tracker, seconds
+
+
 def train(args: argparse.Namespace) -> dict:
     keras.utils.set_random_seed(args.seed)
     settings = get_settings()
@@ -211,30 +245,7 @@ def train(args: argparse.Namespace) -> dict:
     )
 
     train_model, inference_model = build_classifier(args.variant, args.size, args.pretrained)
-    steps = int(np.ceil(len(train_split) / args.batch))
-    total = steps * args.epochs
-    warmup = min(steps, total // 4)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=args.lr / 10,
-        decay_steps=max(1, total - warmup),
-        alpha=0.01,
-        warmup_target=args.lr,
-        warmup_steps=warmup,
-    )
-    train_model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=args.weight_decay),
-        loss=weighted_bce(train_split.labels),
-    )
-    tracker = BestValAUC(val_split, args.batch, args.epochs)
-    t_fit = time.perf_counter()
-    train_model.fit(
-        make_dataset(train_split, args.batch, training=True, seed=args.seed),
-        epochs=args.epochs,
-        callbacks=[tracker],
-        verbose=0,
-    )
-    fit_seconds = time.perf_counter() - t_fit
-    train_model.set_weights(tracker.best_weights)
+    tracker, fit_seconds = fit(train_model, train_split, val_split, args, args.seed)
     inference_model.save(out / "model.keras")
     record = {
         "variant": args.variant,
