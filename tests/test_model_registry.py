@@ -234,6 +234,35 @@ def test_first_detector_needs_no_reason_then_a_worse_one_does(
     assert first.after["verdict"] == "no active version"
 
 
+def test_the_same_network_under_a_new_name_needs_a_reason(
+    models_dir: ModelsDir, admin: AuthenticatedUser
+) -> None:
+    """A retrain that kept its parent's weights (gain exactly 0) is not "not worse": it is the same network.
+    Promoting it would change only the name diagnoses record, so it needs a reason like a worse one does."""
+    models_dir.link_weights(V1)
+    models_dir.classifier("kept-weights", weights=True)
+    comparison = mr.compare("classifier", "kept-weights")
+    assert (comparison.verdict, comparison.same_network, comparison.needs_override) == ("equal", True, True)
+    assert "very same as cxr14-lite0-224-v1's (model.tflite byte for byte)" in comparison.summary()
+    with pytest.raises(mp.PromotionRefused) as refused:
+        mp.promote("classifier", "kept-weights", admin)
+    assert refused.value.overridable and "byte for byte" in str(refused.value)
+    assert models_dir.registry() == {"classifier": V1}
+
+    # Another network with the same card figures is not the same network: no reason needed.
+    other = models_dir.classifier("other-weights")
+    (other / "model.tflite").write_bytes(b"another network")
+    assert mr.compare("classifier", "other-weights").same_network is False
+    assert mr.compare("classifier", "other-weights").needs_override is False
+    # A version without the file (a card alone) is never "the same".
+    models_dir.classifier("card-only")
+    assert mr.compare("classifier", "card-only").same_network is False
+
+    done = mp.promote("classifier", "kept-weights", admin, override_reason="recalibrated card, same network")
+    assert done.overridden
+    assert [r.action for r in audit_rows()] == ["promote_refused", "promote"]
+
+
 def test_refusals_that_no_reason_overrides(models_dir: ModelsDir, admin: AuthenticatedUser) -> None:
     models_dir.classifier("renamed", delta=0.05, card_version="something-else")
     for version, match in (
@@ -372,7 +401,10 @@ def test_after_promotion_new_diagnoses_use_the_new_version_and_old_ones_keep_the
     before = dx.diagnose_upload("ED-77", png_variant(1), "a.png", admin)
     assert before.models["classifier"] == V1
 
-    mp.promote("classifier", "cxr14-lite0-224-v2", admin)
+    # The same weights under a new name (so a reason is needed), a card measuring 0.01 better.
+    mp.promote(
+        "classifier", "cxr14-lite0-224-v2", admin, override_reason="v1's network, new card for the test"
+    )
     loaded = inference.get_classifier()
     assert loaded.version == "cxr14-lite0-224-v2"
     assert inference.get_classifier() is loaded  # loaded once, not per call

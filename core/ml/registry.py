@@ -13,6 +13,8 @@ free of the database stack). Changing the active version as a person, with its r
 from __future__ import annotations
 
 import fcntl
+import functools
+import hashlib
 import json
 import logging
 import math
@@ -41,6 +43,9 @@ _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _EQUAL = 1e-9
 
 Verdict = Literal["better", "worse", "equal", "unmeasured", "no active version"]
+#: The file each kind serves (LiteRT, ONNX Runtime): two versions whose served files are byte-identical run the
+#: same network, whatever their cards say.
+SERVED_FILES: dict[str, str] = {"classifier": "model.tflite", "detector": "model.onnx"}
 
 
 class ModelNotAvailable(AppError):
@@ -386,6 +391,7 @@ class Comparison:
     fair: bool = True
     unfair: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    same_network: bool = False  # the served files are byte-identical: only the card and the name differ
 
     @property
     def metric(self) -> str:
@@ -397,7 +403,7 @@ class Comparison:
         """Whether promoting the candidate over ``against`` needs a written reason."""
         if self.against is None or self.against.version == self.candidate.version:
             return False
-        return self.verdict in ("worse", "unmeasured") or not self.fair
+        return self.verdict in ("worse", "unmeasured") or not self.fair or self.same_network
 
     def per_finding(self) -> list[tuple[str, float | None, float | None]]:
         """(finding, against's value, candidate's value) for every finding either card measured."""
@@ -427,6 +433,12 @@ class Comparison:
             )
         if not self.fair:
             text += f" The comparison is not fair: {'; '.join(self.unfair)}."
+        if self.same_network:
+            text += (
+                f" Its network is the very same as {a.version}'s ({SERVED_FILES[self.kind]} byte for byte): "
+                "promoting it changes the version name diagnoses record and what its card sets (thresholds, "
+                "calibration), not the reads."
+            )
         return text
 
 
@@ -459,11 +471,44 @@ def compare_versions(candidate: ModelVersion, against: ModelVersion | None) -> C
     unfair, notes = _fairness(candidate, against) if against.version != candidate.version else ((), ())
     worklist = worklist_note(candidate, against) if against.version != candidate.version else None
     notes = (*notes, worklist) if worklist else notes
+    same = against.version != candidate.version and same_network(candidate, against)
     if candidate.value is None or against.value is None:
-        return Comparison(kind, candidate, against, None, "unmeasured", not unfair, unfair, notes)
+        return Comparison(kind, candidate, against, None, "unmeasured", not unfair, unfair, notes, same)
     delta = candidate.value - against.value
     verdict: Verdict = "equal" if abs(delta) <= _EQUAL else "better" if delta > 0 else "worse"
-    return Comparison(kind, candidate, against, delta, verdict, not unfair, unfair, notes)
+    return Comparison(kind, candidate, against, delta, verdict, not unfair, unfair, notes, same)
+
+
+def same_network(a: ModelVersion, b: ModelVersion) -> bool:
+    """Whether two versions of a kind serve byte-identical files (a retrain that kept its parent's weights,
+    or a copy under a new name); False when either file is missing."""
+    name = SERVED_FILES.get(a.kind)
+    if name is None or a.kind != b.kind:
+        return False
+    digests = [_digest(v.path / name) for v in (a, b)]
+    return digests[0] is not None and digests[0] == digests[1]
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        real = path.resolve(strict=True)
+        info = real.stat()
+    except OSError:
+        return None
+    return _file_sha256(str(real), info.st_size, info.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str | None:  # noqa: ARG001 (size, mtime: the cache key)
+    """The file's SHA-256, once per content on disk (the Models page compares on every rerun)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 def compare(
