@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core import origin
-from ui import errors, fmt, session
+from ui import errors, fmt, focus, session
 from ui.login import login_form
 from ui.logs import configure_logging
 from ui.navigation import ACCOUNT_PAGE, ROUTES
@@ -59,4 +59,5 @@ with st.sidebar:
         session.sign_out("You have logged out.", clear_cookie=True)
         st.rerun()
     session.idle_watch()
+    focus.send_typing_before_links()  # a link clicked while typing: the typed value first, then the page
 errors.run_page(page)  # a disk or database failure, or a bug, becomes a plain sentence

@@ -1,4 +1,5 @@
-"""Put the keyboard focus in a text box when a page opens (the landing page's patient search)."""
+"""Keyboard focus in text boxes: where it starts when a page opens (the landing page's patient search), and
+that what was typed in a focused box reaches the server before a page link leaves the page."""
 
 from __future__ import annotations
 
@@ -26,3 +27,29 @@ def focus_input(label: str) -> None:
     keeps the focus there while the page settles (3 s) unless the user clicks or types first. Runs once per
     page opening, not on every rerun (the element does not change)."""
     st.html(_SCRIPT % json.dumps(f'input[aria-label="{label}"]'), unsafe_allow_javascript=True)
+
+
+# Streamlit sends a text box's value when the box loses focus, from a timer (setTimeout 0) that batches widget
+# changes, but a page link sends its page change at once, naming the new page. A click on a link while the box has
+# focus can therefore send the page change first and the typed value after it, naming the page being left: the
+# server then opens that page again and the link looks ignored (the review page's note, issue 12). This capture
+# listener holds a plain left click on a page link (sidebar or st.page_link) for a short timer scheduled after
+# the blur's, so the value goes first and the page change second, as the doctor did them. Installed once per tab.
+_LINKS_SCRIPT = """<script>(function(){
+if(window.__cxrLinksAfterTyping){return;}
+window.__cxrLinksAfterTyping=true;
+var replaying=null, sel='a[data-testid="stSidebarNavLink"],a[data-testid="stPageLink-NavLink"]';
+document.addEventListener('click',function(e){
+  var a=e.target&&e.target.closest?e.target.closest(sel):null;
+  if(!a||a===replaying||e.button!==0||e.ctrlKey||e.metaKey||e.shiftKey||e.altKey){return;}
+  e.preventDefault();e.stopImmediatePropagation();
+  setTimeout(function(){replaying=a;try{a.click();}finally{replaying=null;}},%d);
+},true);})();</script>"""
+LINK_DELAY_MS = (
+    25  # after the blur's 0-ms timer, whatever the nesting clamp; a click stays instant to a person
+)
+
+
+def send_typing_before_links() -> None:
+    """Have page links wait for the text box being left to send its value (see ``_LINKS_SCRIPT``)."""
+    st.html(_LINKS_SCRIPT % LINK_DELAY_MS, unsafe_allow_javascript=True)
