@@ -57,13 +57,17 @@ def test_top3_and_flags_follow_probabilities_and_thresholds(classifier, sample_p
 
 
 def test_heatmap_is_grad_cam(classifier, sample_pixels):
-    """The cheap heat map equals Grad-CAM computed with gradients through the Keras model."""
+    """The cheap heat map equals Grad-CAM computed with gradients through the Keras model (for an ensemble,
+    through the member whose feature map it shows: core.training.ensemble)."""
     import keras
     import tensorflow as tf
 
     from core.ml.classifier import to_model_input
+    from core.training.ensemble import FEATURES_MEMBER
 
     model = keras.saving.load_model(classifier.model_dir / "model.keras", compile=False)
+    if FEATURES_MEMBER in [layer.name for layer in model.layers]:
+        model = model.get_layer(FEATURES_MEMBER)  # fed the served input as it is (the largest member)
     finding = "Cardiomegaly"
     index = classifier.finding_names.index(finding)
     logits_model = keras.Model(model.input, [model.get_layer("logits").output, model.output[1]])
