@@ -66,6 +66,21 @@ def logits_layer(model: keras.Model) -> keras.layers.Layer:
         return model.get_layer(FEATURES_MEMBER).get_layer("logits")
 
 
+def training_logits(model: keras.Model) -> Any:
+    """The output a fine-tune trains through (``retrain_classifier``): one network's logits; for an ensemble,
+    the log-odds of its mean probability, so every member learns from the doctors' readings."""
+    try:
+        return model.get_layer("logits").output
+    except ValueError:
+        mean = model.get_layer("probabilities").output
+        return keras.layers.Lambda(_log_odds, name="mean_log_odds")(mean)
+
+
+def _log_odds(p: Any) -> Any:
+    p = keras.ops.clip(p, 1e-6, 1.0 - 1e-6)
+    return keras.ops.log(p) - keras.ops.log1p(-p)
+
+
 def train_record(runs: list[Path], command: str) -> dict[str, Any]:
     members = [json.loads((r / "train.json").read_text()) for r in runs]
     lead = max(members, key=lambda m: m["input_size"])

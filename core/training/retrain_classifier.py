@@ -51,6 +51,7 @@ from core.training.corrections_data import (
     read_export,
     retraining_record,
 )
+from core.training.ensemble import training_logits
 from core.training.nih14 import (
     FINDINGS,
     Split,
@@ -212,7 +213,7 @@ def retrain(
     x, y = training_arrays(train_split, reviewed, size, repeat, accepted_weight)
 
     inference_model = keras.saving.load_model(parent_dir / "model.keras", compile=False)
-    train_model = keras.Model(inference_model.input, inference_model.get_layer("logits").output, name="train")
+    train_model = keras.Model(inference_model.input, training_logits(inference_model), name="train")
     freeze_batchnorm(train_model)
     steps = int(np.ceil(len(x) / batch))
     schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, steps * epochs), alpha=0.1)
