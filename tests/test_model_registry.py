@@ -30,7 +30,7 @@ from core.ml import registry as mr
 from db import models
 from db.models import LIMITS
 from db.session import session_scope
-from tests.support.model_versions import V1, V1_AUC, ModelsDir, temporary_models_dir
+from tests.support.model_versions import REAL_CLASSIFIER, V1, V1_AUC, ModelsDir, temporary_models_dir
 
 REASON = "Better sensitivity on pneumothorax in our own audit; reviewed by the imaging board."
 
@@ -261,6 +261,37 @@ def test_the_same_network_under_a_new_name_needs_a_reason(
     done = mp.promote("classifier", "kept-weights", admin, override_reason="recalibrated card, same network")
     assert done.overridden
     assert [r.action for r in audit_rows()] == ["promote_refused", "promote"]
+
+
+def test_a_candidate_dropping_the_film_check_or_the_triage_fit_needs_a_reason(
+    models_dir: ModelsDir, admin: AuthenticatedUser
+) -> None:
+    """A retrained classifier is published with its evaluation only: promoted as it is, it would accept
+    pictures that are no chest X-ray again and triage by rule v2. Better on test mean AUC is not enough."""
+    film_check = REAL_CLASSIFIER / "film_check.npz"
+    (models_dir.root / "classifier" / V1 / "film_check.npz").symlink_to(film_check)
+    folder = models_dir.classifier("retrained", delta=0.01)
+    card = json.loads((folder / "card.json").read_text())
+    fitted = card.pop("triage")
+    (folder / "card.json").write_text(json.dumps(card))
+
+    comparison = mr.compare("classifier", "retrained")
+    assert comparison.verdict == "better" and comparison.needs_override
+    assert comparison.lacks == (
+        "the film check that refuses pictures that are no chest X-ray (film_check.npz)",
+        "the fitted triage-v4 triage (its card runs triage-v2)",
+    )
+    assert "It lacks what cxr14-lite0-224-v1 has: the film check" in comparison.summary()
+    with pytest.raises(mp.PromotionRefused) as refused:
+        mp.promote("classifier", "retrained", admin)
+    assert refused.value.overridable and "triage-v4" in str(refused.value)
+
+    # Once fitted for it (publish_classifier.sh's steps), nothing is lacking and better is enough.
+    (folder / "film_check.npz").symlink_to(film_check)
+    (folder / "card.json").write_text(json.dumps({**card, "triage": fitted}))
+    comparison = mr.compare("classifier", "retrained")
+    assert (comparison.lacks, comparison.needs_override) == ((), False)
+    assert mp.promote("classifier", "retrained", admin).version == "retrained"
 
 
 def test_refusals_that_no_reason_overrides(models_dir: ModelsDir, admin: AuthenticatedUser) -> None:

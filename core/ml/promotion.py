@@ -1,8 +1,9 @@
 """Promotion: an admin changes the active model version of a kind, by the rules, with an audit row.
 
 :func:`promote` refuses a candidate that measures worse than the active version on its card's headline
-test metric, that was measured on another test split, or that serves the very same network under a new name,
-unless the admin writes a reason. Diagnoses record
+test metric, that was measured on another test split, that serves the very same network under a new name, or
+that lacks a safeguard the active classifier serves with (film check, triage fit), unless the admin writes a
+reason. Diagnoses record
 the version that made them, so a promotion never changes a saved result; the next diagnosis uses the new
 version (``core.ml.inference`` resolves the active folder on every call).
 
@@ -39,8 +40,8 @@ class PromotionRefused(AppError):
     """A promotion the rules do not allow; ``str()`` says why, for an admin or IT reader.
 
     ``overridable`` is True when a written reason (``override_reason``) would let the same promotion through:
-    the candidate measures worse, cannot be measured, was measured on another test split, or is the active
-    version's network byte for byte.
+    the candidate measures worse, cannot be measured, was measured on another test split, is the active
+    version's network byte for byte, or lacks the active version's film check or triage fit.
     """
 
     def __init__(self, message: str, comparison: Comparison | None = None, *, overridable: bool) -> None:
@@ -109,7 +110,8 @@ def promote(
 
     Refused with :class:`PromotionRefused` (and the attempt audited as ``promote_refused``) when the candidate
     measures worse than the active version on the card's headline test metric, has no such metric, was
-    measured on another test split, or serves the active version's network byte for byte — unless ``override_reason`` is a real reason (see
+    measured on another test split, serves the active version's network byte for byte, or lacks a safeguard
+    the active version has (``registry.lacking``) — unless ``override_reason`` is a real reason (see
     :func:`reason_is_sufficient`) — and always when it is already active or its card names another version.
     ``expected_active`` is the active version the admin's decision was based on: if another admin promoted
     meanwhile, ``ConflictError`` (audited too). A promotion writes its ``promote`` audit row and the registry

@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from core.config import get_settings
 from core.errors import AppError, ValidationError
+from core.ml import film_check, triage
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +192,9 @@ class ModelVersion:
     card_version: str | None = field(default=None, repr=False)  # what diagnoses made by it will record
     # the worklist it makes on the test split with its own triage fit (card ``triage_evaluation``): figure -> share
     worklist: tuple[tuple[str, float], ...] = ()
+    # classifiers: the safeguards its folder and card provide (a retrain's card has neither until they are fitted)
+    film_check: bool = False  # film_check.npz: pictures that are no chest X-ray refused, turned films righted
+    triage_rule: str | None = None  # the triage rule its card runs (core.ml.triage.RULES)
 
     def finding_values(self) -> dict[str, float]:
         """Per-finding (per-class) test metric, in card order."""
@@ -302,7 +306,16 @@ def load_version(kind: str, folder: Path, active: str | None) -> ModelVersion:
         test_split_sha256=str(split_hash) if split_hash else None,
         card_version=str(card["version"]) if card.get("version") else None,
         worklist=_worklist(card),
+        film_check=kind == "classifier" and (folder / film_check.FILE).exists(),
+        triage_rule=_triage_rule(card) if kind == "classifier" else None,
     )
+
+
+def _triage_rule(card: Mapping[str, Any]) -> str | None:
+    try:
+        return triage.policy_from_card(card).version
+    except (TypeError, ValueError, KeyError):  # a malformed triage section: serving would fail on it as well
+        return None
 
 
 #: The worklist figures an admin weighs beside the headline metric (a better reader of findings can still
@@ -392,6 +405,7 @@ class Comparison:
     unfair: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     same_network: bool = False  # the served files are byte-identical: only the card and the name differ
+    lacks: tuple[str, ...] = ()  # safeguards ``against`` has and the candidate does not (see :func:`lacking`)
 
     @property
     def metric(self) -> str:
@@ -403,7 +417,9 @@ class Comparison:
         """Whether promoting the candidate over ``against`` needs a written reason."""
         if self.against is None or self.against.version == self.candidate.version:
             return False
-        return self.verdict in ("worse", "unmeasured") or not self.fair or self.same_network
+        return (
+            self.verdict in ("worse", "unmeasured") or not self.fair or self.same_network or bool(self.lacks)
+        )
 
     def per_finding(self) -> list[tuple[str, float | None, float | None]]:
         """(finding, against's value, candidate's value) for every finding either card measured."""
@@ -433,6 +449,11 @@ class Comparison:
             )
         if not self.fair:
             text += f" The comparison is not fair: {'; '.join(self.unfair)}."
+        if self.lacks:
+            text += (
+                f" It lacks what {a.version} has: {'; '.join(self.lacks)}. Fit them for it first (the steps of "
+                "scripts/publish_classifier.sh after the evaluation) or give a reason."
+            )
         if self.same_network:
             text += (
                 f" Its network is the very same as {a.version}'s ({SERVED_FILES[self.kind]} byte for byte): "
@@ -471,12 +492,33 @@ def compare_versions(candidate: ModelVersion, against: ModelVersion | None) -> C
     unfair, notes = _fairness(candidate, against) if against.version != candidate.version else ((), ())
     worklist = worklist_note(candidate, against) if against.version != candidate.version else None
     notes = (*notes, worklist) if worklist else notes
-    same = against.version != candidate.version and same_network(candidate, against)
+    other = against.version != candidate.version
+    same = other and same_network(candidate, against)
+    lacks = lacking(candidate, against) if other else ()
     if candidate.value is None or against.value is None:
-        return Comparison(kind, candidate, against, None, "unmeasured", not unfair, unfair, notes, same)
+        return Comparison(
+            kind, candidate, against, None, "unmeasured", not unfair, unfair, notes, same, lacks
+        )
     delta = candidate.value - against.value
     verdict: Verdict = "equal" if abs(delta) <= _EQUAL else "better" if delta > 0 else "worse"
-    return Comparison(kind, candidate, against, delta, verdict, not unfair, unfair, notes, same)
+    return Comparison(kind, candidate, against, delta, verdict, not unfair, unfair, notes, same, lacks)
+
+
+def lacking(candidate: ModelVersion, against: ModelVersion) -> tuple[str, ...]:
+    """The safeguards ``against`` serves with and ``candidate`` would drop: the film check, a newer triage rule's
+    fit. A retrained classifier is published with its evaluation only, so promoting it as it is would accept
+    pictures of anything again and send most films to priority (triage-v2)."""
+    lacks = []
+    if against.film_check and not candidate.film_check:
+        lacks.append(f"the film check that refuses pictures that are no chest X-ray ({film_check.FILE})")
+    rules = triage.RULES
+    if (
+        against.triage_rule in rules
+        and candidate.triage_rule in rules
+        and rules.index(candidate.triage_rule) < rules.index(against.triage_rule)
+    ):
+        lacks.append(f"the fitted {against.triage_rule} triage (its card runs {candidate.triage_rule})")
+    return tuple(lacks)
 
 
 def same_network(a: ModelVersion, b: ModelVersion) -> bool:

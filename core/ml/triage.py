@@ -82,6 +82,7 @@ if TYPE_CHECKING:
 #: The newest rule; what ran on one film is :attr:`TriagePolicy.version` (older cards run older rules).
 RULE_VERSION = "triage-v4"
 RULE_V3, RULE_V2 = "triage-v3", "triage-v2"
+RULES = (RULE_V2, RULE_V3, RULE_VERSION)  # oldest first: what a card without a newer rule's fit falls back to
 URGENT, PRIORITY, ROUTINE = "urgent", "priority", "routine"
 #: Most pressing first: the worklist sorts by this order.
 LEVELS: tuple[str, ...] = (URGENT, PRIORITY, ROUTINE)
