@@ -11,7 +11,7 @@ from core.review.readings import current_readings
 from core.xray.queues import QueueItem
 from ui import fmt, session, xray_views
 
-_WIDTHS = [1.2, 1.6, 3, 1.2, 3, 1.3, 2, 1.2]
+_WIDTHS = [1.2, 1.6, 3, 1.2, 3, 1.2, 1.8, 1.6]  # the last: room for the Open button at 1440 px
 _HEADINGS = ["Film", "Triage", "Patient", "Age / sex", "Top finding", "Waiting", "Read by", ""]
 
 
@@ -38,8 +38,11 @@ def film_rows(items: Sequence[QueueItem], key: str, *, open_button: bool = True)
             born = item.date_of_birth
             age = f"{fmt.age_years(born)} y" if born else "age ?"
             age_sex.markdown(f"{age} · {fmt.label(item.sex)}")
-            over = f" · {len(item.flagged)} over threshold" if item.flagged else ""
-            found.markdown(f"{item.top_finding.replace('_', ' ')} {item.top_probability:.0%}:gray[{over}]")
+            tiers = fmt.tiers(item.likely, item.possible)
+            found.markdown(
+                f"{item.top_finding.replace('_', ' ')} {item.top_probability:.0%}"
+                + (f":gray[ · {tiers}]" if tiers else "")
+            )
             waiting.markdown(xray_views.waited(item.uploaded_at))
             reading = readings.get(item.study_id)
             if reading is not None:
