@@ -17,7 +17,7 @@ from db.session import session_scope
 from tests.support.apptest import login, texts
 from tests.support.db import TestAccount
 from tests.support.xray_samples import png_variant
-from ui import session
+from ui import fmt, session
 
 MakePatient = Callable[..., PatientRecord]
 
@@ -73,6 +73,11 @@ def test_worklist_page_filters_and_links(
 
     assert shown() == [urgent.study_id, routine.study_id]
     assert "not yet read" in texts(at) and " y · Male" in texts(at)
+    # the read's findings counted in the result page's two tiers, not as "N over threshold"
+    [item] = [i for i in queues.worklist() if i.study_id == urgent.study_id]
+    assert (item.likely, item.possible) == (urgent.likely, urgent.possible)
+    assert item.likely or item.possible  # the sample has findings to count
+    assert fmt.tiers(item.likely, item.possible) in texts(at) and "over threshold" not in texts(at)
     links = [(p.proto.page, p.proto.query_string) for p in at.get("page_link")]
     assert any(f"patient=ED-1&study={urgent.study_id}" in q for _, q in links), links
     at.toggle(key="wl.unread").set_value(False).run()

@@ -22,7 +22,7 @@ from db.session import session_scope
 from tests.support.apptest import login, texts
 from tests.support.db import TestAccount
 from tests.support.xray_samples import DICOM, DICOM_PATIENT_ID, PNG, big_dicom, png_variant
-from ui import session, xray_views
+from ui import fmt, session, xray_views
 
 MakeUser = Callable[..., TestAccount]
 MakePatient = Callable[..., PatientRecord]
@@ -228,6 +228,8 @@ def test_history_lists_studies_newest_first_with_chart_and_comparison(
     opens = [b.key for b in at.button if b.key and b.key.startswith("xr.open.")]
     assert opens == [f"xr.open.{newer.study_id}", f"xr.open.{older.study_id}"]
     assert "2 films, newest first" in texts(at)
+    assert newer.likely or newer.possible  # the sample has findings to count
+    assert fmt.tiers(newer.likely, newer.possible) in texts(at) and "over threshold" not in texts(at)
     assert len(at.get("plotly_chart")) == 1
     assert at.selectbox(key="xr.cmp.study").value == newer.study_id
     assert at.selectbox(key="xr.cmp.prior").value == older.study_id

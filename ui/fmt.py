@@ -52,6 +52,13 @@ WORD_JOINER = "\u2060"
 _AUTOLINK = re.compile(r"(?<=:)(?=//)|(?<=\bwww)(?=\.)|(?<=@)", re.IGNORECASE)
 
 
+def tiers(likely: tuple[str, ...] | list[str], possible: tuple[str, ...] | list[str]) -> str:
+    """How many findings a read shows in each tier, as the result page names them ("1 likely · 8 possible");
+    "" when none."""
+    parts = [f"{len(names)} {word}" for names, word in ((likely, "likely"), (possible, "possible")) if names]
+    return " · ".join(parts)
+
+
 def unlink(text: str) -> str:
     """``text`` with every would-be autolink (URL, www. host, e-mail address) broken by a word joiner."""
     return _AUTOLINK.sub(WORD_JOINER, text)

@@ -615,8 +615,8 @@ def history_list(studies: tuple[diagnosis.StudySummary, ...], patient_id: str) -
                 f"{fmt.md(s.original_filename)}]{withdrawn}"
             )
             top = ", ".join(f"{name.replace('_', ' ')} {p:.0%}" for name, p in s.top3)
-            flagged = f"  \n:gray[{len(s.flagged)} over threshold]" if s.flagged else ""
-            found.markdown(f"{top}{flagged}")
+            shown = fmt.tiers(s.likely, s.possible)
+            found.markdown(f"{top}  \n:gray[{shown}]" if shown else top)
             level.markdown(f"{triage_badge(s.triage_level, s.uncertain)}  \n{status_badge(s.status)}")
             if action.button(
                 "Open", key=f"xr.open.{s.study_id}", icon=":material/visibility:", width="stretch"

@@ -48,7 +48,7 @@ from core.xray import render
 from core.xray.identity import PatientMismatch, contradictions
 from core.xray.queues import worklist
 from core.xray.render import PREVIEW_MAX_SIDE, THUMBNAIL_SIDE, HeatMap, heatmap_image
-from core.xray.stored import FindingRead, boxes_of, findings_of, patient_name
+from core.xray.stored import FindingRead, boxes_of, findings_of, patient_name, tiers_of
 from core.xray.views import DiagnosisView, ProbabilityPoint, StudySummary, existing_view, view_of
 from db import models
 from db import repository as repo
@@ -406,7 +406,8 @@ def patient_history(
                 triage_level=d.triage_level,
                 uncertain=d.uncertain,
                 top3=tuple((str(n), float(p)) for n, p in d.top3),
-                flagged=tuple(d.flagged),
+                likely=tiers_of(d)[0],
+                possible=tiers_of(d)[1],
                 classifier_version=d.classifier_version,
                 acquired_on=s.acquired_on,
                 projection=s.projection,

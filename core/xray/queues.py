@@ -23,7 +23,7 @@ from core.audit import Who
 from core.imaging import storage
 from core.ml import triage
 from core.ml.probability import logit
-from core.xray.stored import findings_of, patient_name
+from core.xray.stored import findings_of, patient_name, tiers_of
 from db import models
 from db import repository as repo
 from db.base import utcnow
@@ -60,7 +60,8 @@ class QueueItem:
     uncertain_reason: str
     top_finding: str
     top_probability: float
-    flagged: tuple[str, ...]
+    likely: tuple[str, ...]  # the read's two tiers (core.xray.stored.tiers_of)
+    possible: tuple[str, ...]
     thumbnail_path: Path
     margin: float
     closest_finding: str
@@ -82,6 +83,7 @@ class Waiting:
 def _item(s: models.Study, d: models.Diagnosis, p: models.Patient, store: storage.FileStore) -> QueueItem:
     top_name, top_p = d.top3[0] if d.top3 else ("", 0.0)
     findings = findings_of(d)
+    likely, possible = tiers_of(d)
     closest = min(findings, key=lambda f: abs(logit(f.probability) - logit(f.threshold)), default=None)
     return QueueItem(
         study_id=s.id,
@@ -93,7 +95,8 @@ def _item(s: models.Study, d: models.Diagnosis, p: models.Patient, store: storag
         uncertain_reason=d.uncertain_reason,
         top_finding=str(top_name),
         top_probability=float(top_p),
-        flagged=tuple(d.flagged),
+        likely=likely,
+        possible=possible,
         thumbnail_path=store.absolute(s.thumbnail_path),
         margin=abs(logit(closest.probability) - logit(closest.threshold)) if closest else math.inf,
         closest_finding=closest.name if closest else "",

@@ -49,6 +49,18 @@ def findings_of(diagnosis: models.Diagnosis) -> tuple[FindingRead, ...]:
     )
 
 
+def tiers_of(diagnosis: models.Diagnosis) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The read's findings in the two tiers a doctor is shown: likely (over the rule-in cut) and possible (over
+    the sensitive threshold only), most probable first. Diagnoses made before the tiers have every finding over
+    its threshold as a possible one."""
+    rule = diagnosis.triage_rule or {}
+    likely = tuple(rule.get("likely", ()))
+    if "possible" in rule:
+        return likely, tuple(rule["possible"])
+    flagged = sorted((f for f in findings_of(diagnosis) if f.flagged), key=lambda f: -f.probability)
+    return likely, tuple(f.name for f in flagged)
+
+
 def boxes_of(diagnosis: models.Diagnosis) -> tuple[Box, ...]:
     """A stored diagnosis's detector boxes (scored), in the original image's pixels."""
     return tuple(Box.from_json(d) for d in diagnosis.detections)

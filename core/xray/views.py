@@ -22,7 +22,7 @@ from core.ml.boxes import Box, class_findings
 from core.ml.detector import drawn_classes
 from core.validation import normalize_patient_id
 from core.xray import render
-from core.xray.stored import FindingRead, boxes_of, findings_of, patient_name
+from core.xray.stored import FindingRead, boxes_of, findings_of, patient_name, tiers_of
 from db import models
 from db import repository as repo
 
@@ -174,7 +174,8 @@ class StudySummary:
     triage_level: str
     uncertain: bool
     top3: tuple[tuple[str, float], ...]
-    flagged: tuple[str, ...]
+    likely: tuple[str, ...]  # the read's two tiers (core.xray.stored.tiers_of)
+    possible: tuple[str, ...]
     classifier_version: str
     acquired_on: date | None = None  # when the film was taken (DICOM StudyDate)
     projection: str | None = None
@@ -207,7 +208,6 @@ def view_of(
     if diagnosis.detector_version:
         models_used["detector"] = diagnosis.detector_version
     preview = store.absolute(study.preview_path)
-    rule = diagnosis.triage_rule or {}
     findings = findings_of(diagnosis)
     detector_card = (
         registry.read_card("detector", diagnosis.detector_version) if diagnosis.detector_version else {}
@@ -215,10 +215,7 @@ def view_of(
     box_findings = class_findings(detector_card)
     # the card decides which classes draw boxes, also for diagnoses saved before it decided
     drawn = set(drawn_classes(detector_card)) if detector_card else {b.label for b in boxes_of(diagnosis)}
-    # diagnoses made before the tiers: every finding over its threshold is a possible one
-    possible = rule.get(
-        "possible", [f.name for f in sorted(findings, key=lambda f: -f.probability) if f.flagged]
-    )
+    likely, possible = tiers_of(diagnosis)
     return DiagnosisView(
         study_id=study.id,
         diagnosis_id=diagnosis.id,
@@ -250,8 +247,8 @@ def view_of(
         heatmap_path=store.absolute(diagnosis.heatmap_path) if diagnosis.heatmap_path else None,
         abnormality=diagnosis.abnormality,
         urgency=diagnosis.urgency,
-        likely=tuple(rule.get("likely", ())),
-        possible=tuple(possible),
+        likely=likely,
+        possible=possible,
         orientation=diagnosis.orientation or film_check.UPRIGHT,
         localised=render.localised_findings(diagnosis.classifier_version),
         box_findings=box_findings,
