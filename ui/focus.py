@@ -45,9 +45,8 @@ document.addEventListener('click',function(e){
   e.preventDefault();e.stopImmediatePropagation();
   setTimeout(function(){replaying=a;try{a.click();}finally{replaying=null;}},%d);
 },true);})();</script>"""
-LINK_DELAY_MS = (
-    25  # after the blur's 0-ms timer, whatever the nesting clamp; a click stays instant to a person
-)
+# After the blur's 0-ms timer, whatever the nesting clamp; a click stays instant to a person.
+LINK_DELAY_MS = 25
 
 
 def send_typing_before_links() -> None:

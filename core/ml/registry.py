@@ -489,10 +489,10 @@ def compare_versions(candidate: ModelVersion, against: ModelVersion | None) -> C
     kind = candidate.kind
     if against is None:
         return Comparison(kind, candidate, None, None, "no active version")
-    unfair, notes = _fairness(candidate, against) if against.version != candidate.version else ((), ())
-    worklist = worklist_note(candidate, against) if against.version != candidate.version else None
-    notes = (*notes, worklist) if worklist else notes
     other = against.version != candidate.version
+    unfair, notes = _fairness(candidate, against) if other else ((), ())
+    worklist = worklist_note(candidate, against) if other else None
+    notes = (*notes, worklist) if worklist else notes
     same = other and same_network(candidate, against)
     lacks = lacking(candidate, against) if other else ()
     if candidate.value is None or against.value is None:

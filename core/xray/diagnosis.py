@@ -394,6 +394,7 @@ def patient_history(
         patient = _load_patient(session, patient_id)
         rows = repo.studies_with_latest_diagnosis(session, patient.id, withdrawn=withdrawn)
         readings = current_readings(s.id for s, _ in rows)  # issue 12: the doctor's reading is the record
+        tiers = {s.id: tiers_of(d) for s, d in rows}
         history = tuple(
             StudySummary(
                 study_id=s.id,
@@ -406,8 +407,8 @@ def patient_history(
                 triage_level=d.triage_level,
                 uncertain=d.uncertain,
                 top3=tuple((str(n), float(p)) for n, p in d.top3),
-                likely=tiers_of(d)[0],
-                possible=tiers_of(d)[1],
+                likely=tiers[s.id][0],
+                possible=tiers[s.id][1],
                 classifier_version=d.classifier_version,
                 acquired_on=s.acquired_on,
                 projection=s.projection,
